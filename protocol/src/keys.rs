@@ -1,0 +1,256 @@
+//! Account keys and ECDSA signatures over secp256k1 (libsecp256k1 through the
+//! `secp256k1` crate).
+//!
+//! One keypair per node is both its libp2p identity and its wallet key: the PeerId
+//! carries the public key, so a peer's name resolves to the key that money is sent to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::hash::FixedBytes;
+
+/// An account: a compressed secp256k1 public key (33 bytes on the wire).
+///
+/// Holding the parsed key means a decoded key is known to be a valid curve point, and
+/// verification does not pay for decompression again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(secp256k1::PublicKey);
+
+/// Why bytes or text are not a key or signature.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    /// Not a valid compressed point, secret scalar or compact signature.
+    #[error("invalid {what}")]
+    Invalid {
+        /// What was being parsed.
+        what: &'static str,
+    },
+    /// Text that is not hex.
+    #[error("{what} is not hex: {source}")]
+    Hex {
+        /// What was being parsed.
+        what: &'static str,
+        /// The hex error.
+        source: hex::FromHexError,
+    },
+}
+
+impl PublicKey {
+    /// Size of the compressed encoding.
+    pub const SIZE: usize = 33;
+
+    /// Parses a compressed key.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Result<Self, KeyError> {
+        secp256k1::PublicKey::from_byte_array_compressed(*bytes)
+            .map(Self)
+            .map_err(|_| KeyError::Invalid { what: "public key" })
+    }
+
+    /// The 33-byte compressed encoding.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        self.0.serialize()
+    }
+
+    /// The first hex characters, for tables.
+    pub fn short(&self) -> String {
+        hex::encode(&self.to_bytes()[..6])
+    }
+
+    /// The underlying libsecp256k1 key.
+    pub fn inner(&self) -> &secp256k1::PublicKey {
+        &self.0
+    }
+
+    /// Checks `signature` over the 32-byte `digest`. libsecp256k1 only accepts low-S
+    /// signatures, so a malleated (high-S) copy of a valid signature fails here.
+    pub fn verify(&self, digest: &[u8; 32], signature: &Signature) -> Result<(), SignatureError> {
+        secp256k1::ecdsa::verify(&signature.0, secp256k1::Message::from_digest(*digest), &self.0)
+            .map_err(|_| SignatureError)
+    }
+}
+
+/// A signature did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("signature does not verify")]
+pub struct SignatureError;
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; Self::SIZE];
+        hex::decode_to_slice(s, &mut bytes)
+            .map_err(|source| KeyError::Hex { what: "public key", source })?;
+        Self::from_bytes(&bytes)
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = deserializer.deserialize_bytes(FixedBytes::<{ Self::SIZE }>)?;
+        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ECDSA signature in the 64-byte compact form (r ‖ s, big-endian).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(secp256k1::ecdsa::Signature);
+
+impl Signature {
+    /// Size of the compact encoding.
+    pub const SIZE: usize = 64;
+
+    /// Parses a compact signature. High-S values parse (so they can be reported as an
+    /// invalid signature rather than as garbage) but never verify.
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Result<Self, KeyError> {
+        secp256k1::ecdsa::Signature::from_compact(bytes)
+            .map(Self)
+            .map_err(|_| KeyError::Invalid { what: "signature" })
+    }
+
+    /// The 64-byte compact encoding.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        self.0.serialize_compact()
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.to_bytes()))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = deserializer.deserialize_bytes(FixedBytes::<{ Self::SIZE }>)?;
+        Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A node's private key with its public key. `Debug` shows only the public half, and
+/// nothing in this crate prints the secret.
+#[derive(Clone)]
+pub struct Keypair {
+    secret: secp256k1::SecretKey,
+    public: PublicKey,
+}
+
+impl Keypair {
+    /// A keypair from 32 secret bytes (for example from the node's key file, or from
+    /// a random source chosen by the caller).
+    pub fn from_secret_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        let secret = secp256k1::SecretKey::from_secret_bytes(bytes)
+            .map_err(|_| KeyError::Invalid { what: "secret key" })?;
+        let public = PublicKey(secp256k1::PublicKey::from_secret_key(&secret));
+        Ok(Self { secret, public })
+    }
+
+    /// The 32 secret bytes, for writing the key file. Never log them.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_secret_bytes()
+    }
+
+    /// The public key: the account address.
+    pub fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Signs a 32-byte digest (RFC 6979 nonce, low-S).
+    pub fn sign(&self, digest: &[u8; 32]) -> Signature {
+        Signature(secp256k1::ecdsa::sign(secp256k1::Message::from_digest(*digest), &self.secret))
+    }
+
+    /// The x coordinate of the shared point `secret · their_key` (ECDH).
+    pub(crate) fn shared_x(&self, their_key: &PublicKey) -> [u8; 32] {
+        let point = secp256k1::ecdh::shared_secret_point(&their_key.0, &self.secret);
+        let mut x = [0u8; 32];
+        x.copy_from_slice(&point[..32]);
+        x
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keypair").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A deterministic test keypair: the secret scalar is `n`.
+    pub(crate) fn keypair(n: u8) -> Keypair {
+        let mut secret = [0u8; 32];
+        secret[31] = n;
+        Keypair::from_secret_bytes(secret).expect("1..=255 are valid secret scalars")
+    }
+
+    #[test]
+    fn given_signature_when_digest_changes_then_verification_fails() {
+        let key = keypair(1);
+        let signature = key.sign(&[7; 32]);
+        assert_eq!(key.public().verify(&[7; 32], &signature), Ok(()));
+        assert_eq!(key.public().verify(&[8; 32], &signature), Err(SignatureError));
+        assert_eq!(keypair(2).public().verify(&[7; 32], &signature), Err(SignatureError));
+    }
+
+    #[test]
+    fn given_high_s_twin_of_valid_signature_when_verified_then_rejected() {
+        let key = keypair(3);
+        let signature = key.sign(&[9; 32]);
+        let mut bytes = signature.to_bytes();
+        // s' = n - s: the same signature mathematically, the malleated encoding.
+        let order = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+            .expect("constant hex");
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let diff = order[i] as i16 - bytes[32 + i] as i16 - borrow;
+            bytes[32 + i] = diff.rem_euclid(256) as u8;
+            borrow = i16::from(diff < 0);
+        }
+        let high_s = Signature::from_bytes(&bytes).expect("still a well-formed compact signature");
+        assert_eq!(key.public().verify(&[9; 32], &high_s), Err(SignatureError));
+    }
+
+    #[test]
+    fn given_keypair_when_debug_printed_then_secret_absent() {
+        let key = keypair(5);
+        let printed = format!("{key:?}");
+        assert!(!printed.contains(&hex::encode(key.secret_bytes())));
+        assert!(printed.contains(&key.public().to_string()));
+    }
+
+    #[test]
+    fn given_public_key_when_hex_round_trips_then_equal() {
+        let public = keypair(4).public();
+        assert_eq!(public.to_string().parse::<PublicKey>(), Ok(public));
+        assert!("05".repeat(33).parse::<PublicKey>().is_err(), "05 is no point prefix");
+    }
+}

@@ -1,1 +1,3 @@
-//! x
+//! Shared pieces of Raclette's end-to-end tests and benchmarks.
+
+pub mod bench;

@@ -191,7 +191,7 @@ impl NetworkParams {
 
     /// Whether the block at `height` starts a new retarget window.
     pub fn is_retarget_height(&self, height: u64) -> bool {
-        self.retarget_interval > 0 && height > 0 && height % self.retarget_interval == 0
+        self.retarget_interval > 0 && height > 0 && height.is_multiple_of(self.retarget_interval)
     }
 
     /// The target required at a retarget height, from the parent's target and the

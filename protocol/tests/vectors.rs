@@ -13,11 +13,12 @@ use raclette_protocol::encryption::encrypt;
 use raclette_protocol::hash::sha256;
 use raclette_protocol::wire::{ChainStatus, SyncRequest};
 use raclette_protocol::{
-    Amount, Keypair, NetworkParams, PeerCard, PeerName, TxId, Transfer, WireMessage,
+    Amount, Keypair, NetworkParams, PeerCard, PeerName, Transfer, TxId, WireMessage,
 };
 
 fn test_key(name: &str) -> Keypair {
-    Keypair::from_secret_bytes(sha256(name.as_bytes())).expect("a SHA-256 output is a valid scalar here")
+    Keypair::from_secret_bytes(sha256(name.as_bytes()))
+        .expect("a SHA-256 output is a valid scalar here")
 }
 
 fn vectors() -> Vec<(&'static str, String)> {
@@ -117,7 +118,12 @@ fn given_vector_transfer_then_bob_reads_it_and_signature_verifies() {
     let transfer = Transfer::decode(&bytes).expect("canonical transfer");
     assert_eq!(transfer.from, alice.public());
     assert_eq!(transfer.verify_signature(), Ok(()));
-    let text = raclette_protocol::encryption::decrypt(&bob, &transfer.from, &transfer.to, &transfer.message)
-        .expect("bob can read it");
+    let text = raclette_protocol::encryption::decrypt(
+        &bob,
+        &transfer.from,
+        &transfer.to,
+        &transfer.message,
+    )
+    .expect("bob can read it");
     assert_eq!(text, b"hello bob");
 }

@@ -9,12 +9,13 @@ use raclette_protocol::wire::{
     DirectoryResponse, SyncRequest, SyncResponse,
 };
 use raclette_protocol::{
-    Amount, Block, BlockHash, BlockHeader, Coinbase, CompactTarget, DecodeError, Keypair, NetworkId, PeerName,
-    Transaction, Transfer, WireMessage, Work,
+    Amount, Block, BlockHash, BlockHeader, Coinbase, CompactTarget, DecodeError, Keypair,
+    NetworkId, PeerName, Transaction, Transfer, WireMessage, Work,
 };
 
 fn keypair() -> impl Strategy<Value = Keypair> {
-    any::<[u8; 32]>().prop_filter_map("valid scalar", |bytes| Keypair::from_secret_bytes(bytes).ok())
+    any::<[u8; 32]>()
+        .prop_filter_map("valid scalar", |bytes| Keypair::from_secret_bytes(bytes).ok())
 }
 
 fn hash() -> impl Strategy<Value = BlockHash> {
@@ -33,14 +34,30 @@ fn message() -> impl Strategy<Value = EncryptedMessage> {
 fn transfer() -> impl Strategy<Value = Transfer> {
     (keypair(), keypair(), network(), any::<u64>(), any::<u64>(), any::<u64>(), message()).prop_map(
         |(from, to, network, amount, fee, nonce, message)| {
-            Transfer::sign(&from, network, to.public(), Amount::from_units(amount), Amount::from_units(fee), nonce, message)
+            Transfer::sign(
+                &from,
+                network,
+                to.public(),
+                Amount::from_units(amount),
+                Amount::from_units(fee),
+                nonce,
+                message,
+            )
         },
     )
 }
 
 fn header() -> impl Strategy<Value = BlockHeader> {
-    (any::<u32>(), any::<u32>(), any::<u64>(), hash(), any::<[u8; 32]>(), any::<u64>(), any::<u64>()).prop_map(
-        |(version, bits, height, prev, merkle_root, time_ms, nonce)| BlockHeader {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        hash(),
+        any::<[u8; 32]>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(version, bits, height, prev, merkle_root, time_ms, nonce)| BlockHeader {
             version,
             bits: CompactTarget(bits),
             height,
@@ -48,13 +65,17 @@ fn header() -> impl Strategy<Value = BlockHeader> {
             merkle_root,
             time_ms,
             nonce,
-        },
-    )
+        })
 }
 
 fn coinbase() -> impl Strategy<Value = Coinbase> {
     (any::<u64>(), keypair(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
-        |(height, to, amount, memo)| Coinbase { height, to: to.public(), amount: Amount::from_units(amount), memo },
+        |(height, to, amount, memo)| Coinbase {
+            height,
+            to: to.public(),
+            amount: Amount::from_units(amount),
+            memo,
+        },
     )
 }
 
@@ -68,11 +89,8 @@ fn block() -> impl Strategy<Value = Block> {
 }
 
 fn status() -> impl Strategy<Value = ChainStatus> {
-    (network(), any::<u64>(), hash(), any::<[u8; 32]>()).prop_map(|(network, height, tip, work)| ChainStatus {
-        network,
-        height,
-        tip,
-        work: Work::from_be_bytes(work),
+    (network(), any::<u64>(), hash(), any::<[u8; 32]>()).prop_map(|(network, height, tip, work)| {
+        ChainStatus { network, height, tip, work: Work::from_be_bytes(work) }
     })
 }
 
@@ -81,8 +99,16 @@ fn name() -> impl Strategy<Value = PeerName> {
 }
 
 fn card() -> impl Strategy<Value = PeerCard> {
-    (keypair(), network(), name(), proptest::collection::vec("/ip4/[0-9.]{7,15}/tcp/[0-9]{1,5}", 0..4), any::<u64>())
-        .prop_map(|(key, network, name, addresses, seq)| PeerCard::sign(&key, network, name, addresses, seq))
+    (
+        keypair(),
+        network(),
+        name(),
+        proptest::collection::vec("/ip4/[0-9.]{7,15}/tcp/[0-9]{1,5}", 0..4),
+        any::<u64>(),
+    )
+        .prop_map(|(key, network, name, addresses, seq)| {
+            PeerCard::sign(&key, network, name, addresses, seq)
+        })
 }
 
 fn reason() -> impl Strategy<Value = String> {
@@ -90,7 +116,9 @@ fn reason() -> impl Strategy<Value = String> {
 }
 
 /// Encode, decode, compare; then every strict prefix must fail to decode.
-fn round_trip<T: WireMessage + PartialEq + std::fmt::Debug>(value: &T) -> Result<(), TestCaseError> {
+fn round_trip<T: WireMessage + PartialEq + std::fmt::Debug>(
+    value: &T,
+) -> Result<(), TestCaseError> {
     let bytes = value.encode();
     prop_assert_eq!(&T::decode(&bytes)?, value);
     for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
@@ -185,7 +213,10 @@ fn given_message_over_its_limit_when_decoded_then_oversized_without_parsing() {
         Transfer::decode(&bytes),
         Err(DecodeError::Oversized { len: Transfer::MAX_BYTES + 1, max: Transfer::MAX_BYTES })
     );
-    assert!(matches!(DirectoryRequest::decode(&vec![0u8; 9000]), Err(DecodeError::Oversized { .. })));
+    assert!(matches!(
+        DirectoryRequest::decode(&vec![0u8; 9000]),
+        Err(DecodeError::Oversized { .. })
+    ));
 }
 
 #[test]
@@ -238,7 +269,15 @@ fn given_real_encrypted_transfer_when_round_tripped_then_still_verifies() {
     let alice = Keypair::from_secret_bytes([1; 32]).unwrap();
     let bob = Keypair::from_secret_bytes([2; 32]).unwrap();
     let message = encrypt(&alice, &bob.public(), [0; 16], b"hello").unwrap();
-    let tx = Transfer::sign(&alice, NetworkId::ZERO, bob.public(), Amount::from_units(5), Amount::ZERO, 0, message);
+    let tx = Transfer::sign(
+        &alice,
+        NetworkId::ZERO,
+        bob.public(),
+        Amount::from_units(5),
+        Amount::ZERO,
+        0,
+        message,
+    );
     let decoded = Transfer::decode(&tx.encode()).unwrap();
     assert_eq!(decoded.verify_signature(), Ok(()));
     assert_eq!(decoded.txid(), tx.txid());

@@ -1,0 +1,104 @@
+//! Reporting for `just bench`: every result is a value next to a bound measured in the
+//! same run, printed as one line and written to `target/bench/NAME.json`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// One benchmark result.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Short snake_case name; also the JSON file's name.
+    pub name: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit, e.g. `MH/s`.
+    pub unit: String,
+    /// The bound it is compared with, measured in the same run, in the same unit.
+    pub bound: f64,
+    /// The ratio the issue asks for (`value / bound` ≥ target), if any.
+    pub target: Option<f64>,
+}
+
+impl Report {
+    /// `value / bound`.
+    pub fn ratio(&self) -> f64 {
+        self.value / self.bound
+    }
+
+    /// Prints `bench: NAME = VALUE UNIT (bound VALUE, ratio X)` and writes the JSON file.
+    pub fn publish(&self) {
+        println!(
+            "bench: {} = {} {} (bound {} {}, ratio {:.3})",
+            self.name,
+            significant(self.value),
+            self.unit,
+            significant(self.bound),
+            self.unit,
+            self.ratio()
+        );
+        if let Some(target) = self.target {
+            let verdict = if self.ratio() >= target { "met" } else { "NOT met" };
+            println!("       target ratio >= {target}: {verdict}");
+        }
+        let json = serde_json::json!({
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "bound": self.bound,
+            "ratio": self.ratio(),
+            "target": self.target,
+        });
+        let dir = bench_dir();
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::write(dir.join(format!("{}.json", self.name)), format!("{json:#}\n"))
+        });
+        if let Err(error) = written {
+            eprintln!("could not write {}: {error}", dir.display());
+        }
+    }
+}
+
+/// Four significant digits without scientific notation for everyday magnitudes.
+fn significant(value: f64) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return format!("{value}");
+    }
+    let digits = (3 - value.abs().log10().floor() as i32).max(0) as usize;
+    format!("{value:.digits$}")
+}
+
+/// `target/bench`, honouring `CARGO_TARGET_DIR`.
+pub fn bench_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    target.join("bench")
+}
+
+/// Runs `work` (which does `units` units per call) repeatedly for about `duration` and
+/// returns units per second.
+pub fn rate(duration: Duration, units: u64, mut work: impl FnMut()) -> f64 {
+    work(); // warm up caches, frequency and lazily detected CPU features
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < duration {
+        work();
+        done += units;
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Measures two rates alternately `rounds` times and keeps the best of each, so that a
+/// burst of load from other processes does not favour one side of the comparison.
+pub fn best_of_alternating(
+    rounds: usize,
+    mut first: impl FnMut() -> f64,
+    mut second: impl FnMut() -> f64,
+) -> (f64, f64) {
+    let (mut best_first, mut best_second) = (0.0f64, 0.0f64);
+    for _ in 0..rounds {
+        best_first = best_first.max(first());
+        best_second = best_second.max(second());
+    }
+    (best_first, best_second)
+}

@@ -1,0 +1,1 @@
+//! The Raclette tracker: rendezvous server, peer directory, relay.

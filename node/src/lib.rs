@@ -1,1 +1,7 @@
 //! The Raclette node: chain state, storage, mempool, miner, network, REPL, API and CLI.
+
+pub mod chain;
+pub mod mempool;
+pub mod miner;
+pub mod store;
+pub mod testkit;

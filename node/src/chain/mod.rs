@@ -1,0 +1,712 @@
+//! The chain: which blocks are valid, which chain is best, and the account state at its
+//! tip.
+//!
+//! [`Chain::import_block`] runs the validation ladder (header → block → state), stores
+//! the block, and when the block's branch has more cumulative work than the current
+//! tip, switches to it: disconnecting blocks back to the fork point with their undo
+//! data and connecting the new branch. Everything one import changes — block, index,
+//! accounts, undo data, transaction index, mempool and inbox tables, tip — is written in
+//! one store transaction, so a crash leaves either all of it or none.
+//!
+//! The chain does no networking and reads no clock: the caller passes the time.
+
+pub mod orphans;
+pub mod state;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashSet, VecDeque};
+
+use raclette_protocol::{
+    Block, BlockHash, CompactTarget, NetworkId, NetworkParams, PublicKey, Transaction, TxId,
+};
+use tracing::{debug, info};
+
+use crate::store::{
+    Account, BlockEntry, BlockStatus, InboxRecord, MempoolRecord, Store, StoreError, StoreRead,
+    StoreWrite, Table, Undo, WriteTables,
+};
+use orphans::OrphanPool;
+use state::{Accounts, BlockStateError, apply_block, touched_keys};
+use validate::{
+    BlockError, HeaderContext, HeaderError, check_block, check_header, check_proof_of_work,
+    median_time,
+};
+
+/// Most hashes remembered as invalid without being stored.
+const MAX_INVALID_CACHE: usize = 10_000;
+
+/// Why a block was not imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A header rule.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// A block rule.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A state rule.
+    #[error(transparent)]
+    State(#[from] BlockStateError),
+    /// The block was already found invalid.
+    #[error("block {0} is known to be invalid")]
+    KnownInvalid(BlockHash),
+    /// An ancestor is invalid, so this block is too.
+    #[error("block descends from invalid block {0}")]
+    InvalidAncestor(BlockHash),
+    /// The store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ImportError {
+    /// Whether the peer that sent the block deserves a penalty.
+    pub fn is_peer_fault(&self) -> bool {
+        match self {
+            ImportError::Header(error) => error.is_peer_fault(),
+            ImportError::Block(_)
+            | ImportError::State(_)
+            | ImportError::KnownInvalid(_)
+            | ImportError::InvalidAncestor(_) => true,
+            ImportError::Store(_) => false,
+        }
+    }
+}
+
+/// Where an imported block ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On the best chain (it extended it, or its branch took over).
+    BestChain,
+    /// Stored on a side chain with no more work than the best one.
+    SideChain,
+    /// Parent unknown: held as an orphan until `missing` arrives.
+    Orphan {
+        /// The oldest missing ancestor to fetch.
+        missing: BlockHash,
+    },
+    /// Already stored.
+    AlreadyKnown,
+}
+
+/// How the best chain moved during one import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TipChange {
+    /// The tip before.
+    pub previous_tip: BlockHash,
+    /// Blocks taken off the best chain, newest first.
+    pub disconnected: Vec<Block>,
+    /// Blocks put on the best chain, oldest first.
+    pub connected: Vec<Block>,
+}
+
+impl TipChange {
+    /// Whether the change removed blocks (a reorganisation).
+    pub fn is_reorg(&self) -> bool {
+        !self.disconnected.is_empty()
+    }
+}
+
+/// The result of [`Chain::import_block`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The block's hash.
+    pub hash: BlockHash,
+    /// Where it went.
+    pub placement: Placement,
+    /// How the best chain moved, counting orphans that this block let connect.
+    pub tip_change: Option<TipChange>,
+}
+
+/// What a miner needs to build on the tip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextBlock {
+    /// The parent: the current tip.
+    pub parent: BlockHash,
+    /// Height of the new block.
+    pub height: u64,
+    /// The target it must carry.
+    pub bits: CompactTarget,
+    /// Its time must be greater than this.
+    pub median_time_ms: u64,
+}
+
+/// Hashes recently found invalid before being stored (bad PoW, bad signatures...).
+#[derive(Debug, Default)]
+struct InvalidCache {
+    hashes: HashSet<BlockHash>,
+    order: VecDeque<BlockHash>,
+}
+
+impl InvalidCache {
+    fn insert(&mut self, hash: BlockHash) {
+        if self.hashes.insert(hash) {
+            self.order.push_back(hash);
+            if self.order.len() > MAX_INVALID_CACHE
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.hashes.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, hash: &BlockHash) -> bool {
+        self.hashes.contains(hash)
+    }
+}
+
+/// Accumulates the net movement of the best chain over several connects and
+/// disconnects.
+#[derive(Debug, Default)]
+struct TipDiff {
+    disconnected: Vec<Block>,
+    connected: Vec<Block>,
+}
+
+impl TipDiff {
+    fn connect(&mut self, block: Block) {
+        let hash = block.hash();
+        match self.disconnected.iter().position(|b| b.hash() == hash) {
+            Some(index) => {
+                self.disconnected.remove(index);
+            }
+            None => self.connected.push(block),
+        }
+    }
+
+    fn disconnect(&mut self, block: Block) {
+        if self.connected.last().is_some_and(|b| b.hash() == block.hash()) {
+            self.connected.pop();
+        } else {
+            self.disconnected.push(block);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.connected.is_empty() && self.disconnected.is_empty()
+    }
+}
+
+/// Why switching to a branch failed.
+enum SwitchError {
+    /// Block `at` of the branch broke a rule.
+    Invalid { at: BlockHash, error: ImportError },
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for SwitchError {
+    fn from(error: StoreError) -> Self {
+        SwitchError::Store(error)
+    }
+}
+
+/// The chain state over a store.
+pub struct Chain<S: Store> {
+    store: S,
+    params: NetworkParams,
+    network: NetworkId,
+    tip: BlockEntry,
+    orphans: OrphanPool,
+    invalid: InvalidCache,
+    wallet: Option<PublicKey>,
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt { table: Table::Entries.name(), reason: what }
+}
+
+impl<S: Store> Chain<S> {
+    /// Opens the chain in `store`, writing the genesis block if the store is new.
+    /// Transfers to `wallet` are recorded in the inbox table as blocks connect.
+    ///
+    /// Opening reads only the tip: it never replays the chain.
+    pub fn open(
+        store: S,
+        params: NetworkParams,
+        wallet: Option<PublicKey>,
+    ) -> Result<Self, StoreError> {
+        let network = params.network_id();
+        let stored_network = store.reader()?.network()?;
+        match stored_network {
+            Some(found) if found != network => {
+                return Err(StoreError::WrongNetwork {
+                    expected: network.to_string(),
+                    found: found.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let genesis = params.genesis();
+                let hash = genesis.hash();
+                let target = genesis.header.bits.to_target().map_err(|e| corrupt(e.to_string()))?;
+                let mut writer = store.writer()?;
+                writer.put_entry(&BlockEntry {
+                    header: genesis.header,
+                    work: target.work(),
+                    status: BlockStatus::Valid,
+                })?;
+                writer.put_block(&hash, &genesis)?;
+                writer.set_best(0, &hash)?;
+                for tx in &genesis.transactions {
+                    writer.index_tx(&tx.txid(), &hash)?;
+                }
+                writer.set_tip(&hash)?;
+                writer.set_network(&network)?;
+                writer.commit()?;
+                info!(%network, "created the genesis block RacletteCheese");
+            }
+        }
+        let tip = Self::load_tip(&store)?;
+        Ok(Self {
+            store,
+            params,
+            network,
+            tip,
+            orphans: OrphanPool::default(),
+            invalid: InvalidCache::default(),
+            wallet,
+        })
+    }
+
+    fn load_tip(store: &S) -> Result<BlockEntry, StoreError> {
+        let reader = store.reader()?;
+        let hash = reader.tip()?.ok_or_else(|| corrupt("no tip".into()))?;
+        reader.entry(&hash)?.ok_or_else(|| corrupt(format!("no entry for tip {hash}")))
+    }
+
+    /// The best tip.
+    pub fn tip(&self) -> &BlockEntry {
+        &self.tip
+    }
+
+    /// The network parameters.
+    pub fn params(&self) -> &NetworkParams {
+        &self.params
+    }
+
+    /// The network id.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// The underlying store, for queries.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Number of orphan blocks held.
+    pub fn orphan_count(&self) -> usize {
+        self.orphans.len()
+    }
+
+    /// Whether the block is stored or held as an orphan.
+    pub fn knows(&self, hash: &BlockHash) -> Result<bool, StoreError> {
+        Ok(self.orphans.contains(hash) || self.store.reader()?.entry(hash)?.is_some())
+    }
+
+    /// Validates and stores a block, switching the best chain if its branch now has the
+    /// most work, then connects any orphans that were waiting for it.
+    pub fn import_block(&mut self, block: Block, now_ms: u64) -> Result<Imported, ImportError> {
+        let hash = block.hash();
+        let previous_tip = self.tip.hash();
+        let mut diff = TipDiff::default();
+        let placement = self.import_one(block, now_ms, &mut diff)?;
+        if matches!(placement, Placement::BestChain | Placement::SideChain) {
+            let mut waiting = self.orphans.take_children(&hash);
+            while let Some(orphan) = waiting.pop() {
+                let orphan_hash = orphan.hash();
+                match self.import_one(orphan, now_ms, &mut diff) {
+                    Ok(Placement::BestChain | Placement::SideChain) => {
+                        waiting.extend(self.orphans.take_children(&orphan_hash));
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        debug!(%orphan_hash, %error, "orphan rejected once its parent arrived")
+                    }
+                }
+            }
+        }
+        let tip_change = (!diff.is_empty()).then_some(TipChange {
+            previous_tip,
+            disconnected: diff.disconnected,
+            connected: diff.connected,
+        });
+        Ok(Imported { hash, placement, tip_change })
+    }
+
+    fn import_one(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+        diff: &mut TipDiff,
+    ) -> Result<Placement, ImportError> {
+        let hash = block.hash();
+        if self.invalid.contains(&hash) {
+            return Err(ImportError::KnownInvalid(hash));
+        }
+        let reader = self.store.reader()?;
+        if let Some(entry) = reader.entry(&hash)? {
+            return match entry.status {
+                BlockStatus::Invalid { .. } => Err(ImportError::KnownInvalid(hash)),
+                BlockStatus::Valid | BlockStatus::Stored => Ok(Placement::AlreadyKnown),
+            };
+        }
+        if self.orphans.contains(&hash) {
+            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
+        }
+        let Some(parent) = reader.entry(&block.header.prev)? else {
+            drop(reader);
+            if let Err(error) = check_proof_of_work(&self.params, &block.header) {
+                self.invalid.insert(hash);
+                return Err(error.into());
+            }
+            self.orphans.insert(block);
+            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
+        };
+        if let BlockStatus::Invalid { .. } = parent.status {
+            self.invalid.insert(hash);
+            return Err(ImportError::InvalidAncestor(parent.hash()));
+        }
+        let context = header_context(&self.params, &reader, &parent)?;
+        drop(reader);
+        if let Err(error) = check_header(&self.params, &block.header, &context, now_ms) {
+            if error.is_peer_fault() {
+                self.invalid.insert(hash);
+            }
+            return Err(error.into());
+        }
+        if let Err(error) = check_block(&self.network, &block) {
+            self.invalid.insert(hash);
+            return Err(error.into());
+        }
+        let own_work = block.header.bits.to_target().map_err(HeaderError::BadTarget)?.work();
+        let entry = BlockEntry {
+            header: block.header,
+            work: parent.work + own_work,
+            status: BlockStatus::Stored,
+        };
+
+        let mut writer = self.store.writer()?;
+        writer.put_entry(&entry)?;
+        writer.put_block(&hash, &block)?;
+        if entry.work <= self.tip.work {
+            writer.commit()?;
+            debug!(%hash, height = entry.height(), "stored a block on a side chain");
+            return Ok(Placement::SideChain);
+        }
+        let mut local = TipDiff::default();
+        let switched = self.switch_to(&mut writer, &entry, block, &mut local, now_ms);
+        match switched {
+            Ok(()) => {
+                writer.commit()?;
+                for block in local.disconnected {
+                    diff.disconnect(block);
+                }
+                for block in local.connected {
+                    diff.connect(block);
+                }
+                self.tip = Self::load_tip(&self.store)?;
+                Ok(Placement::BestChain)
+            }
+            Err(SwitchError::Store(error)) => Err(error.into()),
+            Err(SwitchError::Invalid { at, error }) => {
+                drop(writer);
+                self.mark_invalid(at, &entry, &error)?;
+                self.invalid.insert(hash);
+                if at == hash { Err(error) } else { Err(ImportError::InvalidAncestor(at)) }
+            }
+        }
+    }
+
+    /// Marks `first_bad` and every block from it up to `last` (its descendant) invalid.
+    fn mark_invalid(
+        &self,
+        first_bad: BlockHash,
+        last: &BlockEntry,
+        error: &ImportError,
+    ) -> Result<(), StoreError> {
+        let mut writer = self.store.writer()?;
+        let mut current = last.clone();
+        loop {
+            let reason = if current.hash() == first_bad {
+                error.to_string()
+            } else {
+                format!("descends from invalid block {first_bad}")
+            };
+            let at_first_bad = current.hash() == first_bad;
+            writer.put_entry(&BlockEntry {
+                status: BlockStatus::Invalid { reason },
+                ..current.clone()
+            })?;
+            if at_first_bad {
+                break;
+            }
+            current = writer
+                .entry(&current.header.prev)?
+                .ok_or_else(|| corrupt(format!("missing parent of {}", current.hash())))?;
+        }
+        writer.commit()?;
+        info!(block = %first_bad, %error, "marked a block invalid");
+        Ok(())
+    }
+
+    /// Makes `new_tip` (already written as `Stored`, body `block`) the best tip:
+    /// disconnect to the fork point, connect the branch.
+    fn switch_to<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        new_tip: &BlockEntry,
+        block: Block,
+        diff: &mut TipDiff,
+        now_ms: u64,
+    ) -> Result<(), SwitchError> {
+        let mut branch = vec![new_tip.clone()];
+        let fork = loop {
+            let prev = branch.last().expect("starts non-empty").header.prev;
+            let entry =
+                writer.entry(&prev)?.ok_or_else(|| corrupt(format!("missing entry {prev}")))?;
+            if writer.is_on_best_chain(&entry)? {
+                break entry;
+            }
+            if let BlockStatus::Invalid { .. } = entry.status {
+                return Err(SwitchError::Invalid {
+                    at: entry.hash(),
+                    error: ImportError::KnownInvalid(entry.hash()),
+                });
+            }
+            branch.push(entry);
+        };
+        let fork_hash = fork.hash();
+        while writer.tip()? != Some(fork_hash) {
+            self.disconnect_tip(writer, diff, now_ms)?;
+        }
+        let new_hash = new_tip.hash();
+        let mut new_block = Some(block);
+        for entry in branch.iter().rev() {
+            let hash = entry.hash();
+            let body = if hash == new_hash {
+                new_block.take().expect("the new tip is connected once")
+            } else {
+                writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?
+            };
+            self.connect(writer, entry, body, diff)?;
+        }
+        if !diff.disconnected.is_empty() {
+            info!(
+                fork = %fork_hash,
+                disconnected = diff.disconnected.len(),
+                connected = diff.connected.len(),
+                "reorganised to a branch with more work"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies `block` (child of the current tip) to the state and makes it the tip.
+    fn connect<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        entry: &BlockEntry,
+        block: Block,
+        diff: &mut TipDiff,
+    ) -> Result<(), SwitchError> {
+        let hash = entry.hash();
+        let keys = touched_keys(&block);
+        let mut accounts = Accounts::with_capacity(keys.len());
+        for key in &keys {
+            accounts.insert(*key, writer.account(key)?);
+        }
+        let undo =
+            Undo { accounts: accounts.iter().map(|(key, account)| (*key, *account)).collect() };
+        apply_block(&self.params, &block, &mut accounts)
+            .map_err(|error| SwitchError::Invalid { at: hash, error: error.into() })?;
+        for (key, account) in &accounts {
+            writer.put_account(key, account)?;
+        }
+        writer.put_value(Table::Undo, hash.as_bytes(), &undo)?;
+        writer.set_best(entry.height(), &hash)?;
+        for tx in &block.transactions {
+            let txid = tx.txid();
+            writer.index_tx(&txid, &hash)?;
+            if let Transaction::Transfer(transfer) = tx {
+                let record = writer.value::<MempoolRecord>(Table::Mempool, txid.as_bytes())?;
+                writer.delete(Table::Mempool, txid.as_bytes())?;
+                if self.wallet == Some(transfer.to)
+                    && writer.get(Table::Inbox, txid.as_bytes())?.is_none()
+                {
+                    let received_ms = record.map_or(block.header.time_ms, |r| r.received_ms);
+                    writer.put_value(
+                        Table::Inbox,
+                        txid.as_bytes(),
+                        &InboxRecord { transfer: transfer.clone(), received_ms },
+                    )?;
+                }
+            }
+        }
+        writer.put_entry(&BlockEntry { status: BlockStatus::Valid, ..entry.clone() })?;
+        writer.set_tip(&hash)?;
+        diff.connect(block);
+        Ok(())
+    }
+
+    /// Takes the tip off the best chain, restoring the accounts from its undo data and
+    /// putting its transfers back in the mempool table.
+    fn disconnect_tip<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        diff: &mut TipDiff,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let hash = writer.tip()?.ok_or_else(|| corrupt("no tip".into()))?;
+        let entry = writer.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
+        let block = writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
+        let undo =
+            writer.undo(&hash)?.ok_or_else(|| corrupt(format!("missing undo data of {hash}")))?;
+        for (key, account) in &undo.accounts {
+            writer.put_account(key, account)?;
+        }
+        writer.delete(Table::Undo, hash.as_bytes())?;
+        writer.clear_best(entry.height())?;
+        for tx in &block.transactions {
+            let txid = tx.txid();
+            writer.delete(Table::TxIndex, txid.as_bytes())?;
+            if let Transaction::Transfer(transfer) = tx {
+                writer.put_value(
+                    Table::Mempool,
+                    txid.as_bytes(),
+                    &MempoolRecord { transfer: transfer.clone(), received_ms: now_ms },
+                )?;
+            }
+        }
+        writer.set_tip(&entry.header.prev)?;
+        diff.disconnect(block);
+        Ok(())
+    }
+
+    /// The account at the tip.
+    pub fn account(&self, key: &PublicKey) -> Result<Account, StoreError> {
+        self.store.reader()?.account(key)
+    }
+
+    /// A stored block by hash, with its entry.
+    pub fn block(&self, hash: &BlockHash) -> Result<Option<(BlockEntry, Block)>, StoreError> {
+        let reader = self.store.reader()?;
+        let Some(entry) = reader.entry(hash)? else { return Ok(None) };
+        Ok(reader.block(hash)?.map(|block| (entry, block)))
+    }
+
+    /// The best chain's block at `height`.
+    pub fn block_at(&self, height: u64) -> Result<Option<(BlockEntry, Block)>, StoreError> {
+        let Some(hash) = self.store.reader()?.best_hash_at(height)? else { return Ok(None) };
+        self.block(&hash)
+    }
+
+    /// Up to `limit` best-chain blocks from height `top` down.
+    pub fn blocks_down_from(
+        &self,
+        top: u64,
+        limit: usize,
+    ) -> Result<Vec<(BlockEntry, Block)>, StoreError> {
+        let reader = self.store.reader()?;
+        let mut blocks = Vec::new();
+        for hash in reader.best_hashes_down_from(top, limit)? {
+            let entry =
+                reader.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
+            let block =
+                reader.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
+            blocks.push((entry, block));
+        }
+        Ok(blocks)
+    }
+
+    /// A confirmed transaction and the best-chain block holding it.
+    pub fn transaction(
+        &self,
+        txid: &TxId,
+    ) -> Result<Option<(Transaction, BlockEntry)>, StoreError> {
+        let reader = self.store.reader()?;
+        let Some(hash) = reader.tx_block(txid)? else { return Ok(None) };
+        let entry = reader.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
+        let block = reader.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
+        Ok(block.transactions.into_iter().find(|tx| tx.txid() == *txid).map(|tx| (tx, entry)))
+    }
+
+    /// Height of the best-chain block holding `txid`, if confirmed.
+    pub fn confirmation_height(&self, txid: &TxId) -> Result<Option<u64>, StoreError> {
+        let reader = self.store.reader()?;
+        let Some(hash) = reader.tx_block(txid)? else { return Ok(None) };
+        Ok(reader.entry(&hash)?.map(|entry| entry.height()))
+    }
+
+    /// What the next block on the tip must carry.
+    pub fn next_block(&self) -> Result<NextBlock, StoreError> {
+        let tip = self.tip.hash();
+        Ok(self.next_block_on(&tip)?.expect("the tip is stored"))
+    }
+
+    /// What a child of `parent` must carry; `None` if `parent` is not stored.
+    pub fn next_block_on(&self, parent: &BlockHash) -> Result<Option<NextBlock>, StoreError> {
+        let reader = self.store.reader()?;
+        let Some(entry) = reader.entry(parent)? else { return Ok(None) };
+        let context = header_context(&self.params, &reader, &entry)?;
+        Ok(Some(NextBlock {
+            parent: *parent,
+            height: entry.height() + 1,
+            bits: context.expected_bits,
+            median_time_ms: context.median_time_ms,
+        }))
+    }
+}
+
+/// The header context for a child of `parent`: the required target and median time.
+fn header_context<R: StoreRead + ?Sized>(
+    params: &NetworkParams,
+    reader: &R,
+    parent: &BlockEntry,
+) -> Result<HeaderContext, StoreError> {
+    let height = parent.height() + 1;
+    let expected_bits = if params.is_retarget_height(height) {
+        let first = ancestor(reader, parent, height - params.retarget_interval)?;
+        params.retarget_bits(parent.header.bits, first.header.time_ms, parent.header.time_ms)
+    } else {
+        parent.header.bits
+    };
+    let mut times = Vec::with_capacity(raclette_protocol::params::MEDIAN_TIME_BLOCKS);
+    let mut cursor = parent.clone();
+    times.push(cursor.header.time_ms);
+    while times.len() < raclette_protocol::params::MEDIAN_TIME_BLOCKS && cursor.height() > 0 {
+        cursor = reader
+            .entry(&cursor.header.prev)?
+            .ok_or_else(|| corrupt(format!("missing parent of {}", cursor.hash())))?;
+        times.push(cursor.header.time_ms);
+    }
+    Ok(HeaderContext {
+        parent_height: parent.height(),
+        expected_bits,
+        median_time_ms: median_time(times),
+    })
+}
+
+/// The ancestor of `entry` at `height` on its own branch.
+fn ancestor<R: StoreRead + ?Sized>(
+    reader: &R,
+    entry: &BlockEntry,
+    height: u64,
+) -> Result<BlockEntry, StoreError> {
+    if reader.is_on_best_chain(entry)? {
+        let hash = reader
+            .best_hash_at(height)?
+            .ok_or_else(|| corrupt(format!("no best block at {height}")))?;
+        return reader.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")));
+    }
+    let mut cursor = entry.clone();
+    while cursor.height() > height {
+        cursor = reader
+            .entry(&cursor.header.prev)?
+            .ok_or_else(|| corrupt(format!("missing parent of {}", cursor.hash())))?;
+    }
+    Ok(cursor)
+}

@@ -1,0 +1,233 @@
+//! The consensus rules that need no state: the header ladder and the block ladder.
+//!
+//! Every rule has its own error, and every error says whether the peer that sent the
+//! block is at fault (so the network layer can penalise it) or not (a block from the
+//! future, say, may become valid later).
+
+use raclette_protocol::block::MAX_BLOCK_BYTES;
+use raclette_protocol::header::HEADER_VERSION;
+use raclette_protocol::pow::CompactTargetError;
+use raclette_protocol::transaction::{MAX_COINBASE_MEMO_BYTES, TransferError};
+use raclette_protocol::{Block, BlockHeader, CompactTarget, NetworkId, NetworkParams, Transaction};
+use rayon::prelude::*;
+
+/// A header rule was broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Unknown header version.
+    #[error("header version {0} is not 1")]
+    BadVersion(u32),
+    /// Height is not the parent's plus one.
+    #[error("height {found} does not follow its parent (expected {expected})")]
+    BadHeight {
+        /// Parent height + 1.
+        expected: u64,
+        /// The header's.
+        found: u64,
+    },
+    /// The compact target does not decode.
+    #[error("invalid target: {0}")]
+    BadTarget(CompactTargetError),
+    /// The target is not what the retarget rule gives at this height.
+    #[error("target {found} is not the required {expected}")]
+    WrongTarget {
+        /// What the rule gives.
+        expected: CompactTarget,
+        /// The header's.
+        found: CompactTarget,
+    },
+    /// The hash does not meet the target.
+    #[error("header hash does not meet its target")]
+    BadPow,
+    /// Not after the median of the previous 11 timestamps.
+    #[error("time {time_ms} is not after the median time {median_ms} of the previous blocks")]
+    TimeTooOld {
+        /// The header's time.
+        time_ms: u64,
+        /// The median it must exceed.
+        median_ms: u64,
+    },
+    /// Too far ahead of this node's clock.
+    #[error(
+        "time {time_ms} is more than the allowed drift ahead of this node's clock (limit {limit_ms})"
+    )]
+    TimeTooNew {
+        /// The header's time.
+        time_ms: u64,
+        /// Now plus the allowed drift.
+        limit_ms: u64,
+    },
+}
+
+impl HeaderError {
+    /// Whether whoever sent this header broke the rules (as opposed to sending something
+    /// that may become valid later).
+    pub fn is_peer_fault(&self) -> bool {
+        match self {
+            HeaderError::BadVersion(_)
+            | HeaderError::BadHeight { .. }
+            | HeaderError::BadTarget(_)
+            | HeaderError::WrongTarget { .. }
+            | HeaderError::BadPow
+            | HeaderError::TimeTooOld { .. } => true,
+            HeaderError::TimeTooNew { .. } => false,
+        }
+    }
+}
+
+/// A block rule was broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// Encoded size over the limit.
+    #[error("block is {size} bytes, the limit is {MAX_BLOCK_BYTES}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+    },
+    /// The merkle root does not match the transactions.
+    #[error("merkle root does not match the transactions")]
+    BadMerkleRoot,
+    /// The first transaction is not a coinbase (or there is none).
+    #[error("block does not start with a coinbase")]
+    MissingCoinbase,
+    /// A coinbase after the first transaction.
+    #[error("transaction {index} is a second coinbase")]
+    ExtraCoinbase {
+        /// Its position.
+        index: usize,
+    },
+    /// The coinbase names another height.
+    #[error("coinbase height {found} is not the block height {expected}")]
+    CoinbaseHeight {
+        /// The block's height.
+        expected: u64,
+        /// The coinbase's.
+        found: u64,
+    },
+    /// The coinbase memo is too long.
+    #[error("coinbase memo is {len} bytes, the limit is {MAX_COINBASE_MEMO_BYTES}")]
+    CoinbaseMemoTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A transfer breaks a stateless rule.
+    #[error("transaction {index}: {error}")]
+    Transfer {
+        /// Its position.
+        index: usize,
+        /// The rule.
+        error: TransferError,
+    },
+}
+
+/// What the header checks need to know about the header's branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderContext {
+    /// The parent's height.
+    pub parent_height: u64,
+    /// The target the retarget rule requires at this height.
+    pub expected_bits: CompactTarget,
+    /// Median time of the parent and up to ten of its ancestors.
+    pub median_time_ms: u64,
+}
+
+/// The median of up to eleven timestamps (the upper middle element for even counts).
+pub fn median_time(mut times: Vec<u64>) -> u64 {
+    times.sort_unstable();
+    times.get(times.len() / 2).copied().unwrap_or(0)
+}
+
+/// Checks the header's proof of work against its own `bits`, and that those bits are no
+/// easier than the network allows. Needs no context, so it guards orphans and
+/// header-only sync against cheap junk.
+pub fn check_proof_of_work(
+    params: &NetworkParams,
+    header: &BlockHeader,
+) -> Result<(), HeaderError> {
+    let target = header.bits.to_target().map_err(HeaderError::BadTarget)?;
+    if target > params.pow_limit() {
+        return Err(HeaderError::WrongTarget {
+            expected: params.pow_limit_bits,
+            found: header.bits,
+        });
+    }
+    if !target.is_met_by(&header.hash()) {
+        return Err(HeaderError::BadPow);
+    }
+    Ok(())
+}
+
+/// The header ladder: version, height, target, proof of work, median time, future limit.
+pub fn check_header(
+    params: &NetworkParams,
+    header: &BlockHeader,
+    context: &HeaderContext,
+    now_ms: u64,
+) -> Result<(), HeaderError> {
+    if header.version != HEADER_VERSION {
+        return Err(HeaderError::BadVersion(header.version));
+    }
+    if header.height != context.parent_height + 1 {
+        return Err(HeaderError::BadHeight {
+            expected: context.parent_height + 1,
+            found: header.height,
+        });
+    }
+    if header.bits != context.expected_bits {
+        return Err(HeaderError::WrongTarget {
+            expected: context.expected_bits,
+            found: header.bits,
+        });
+    }
+    check_proof_of_work(params, header)?;
+    if header.time_ms <= context.median_time_ms {
+        return Err(HeaderError::TimeTooOld {
+            time_ms: header.time_ms,
+            median_ms: context.median_time_ms,
+        });
+    }
+    let limit_ms = now_ms.saturating_add(params.max_future_block_time_ms);
+    if header.time_ms > limit_ms {
+        return Err(HeaderError::TimeTooNew { time_ms: header.time_ms, limit_ms });
+    }
+    Ok(())
+}
+
+/// The block ladder: size, merkle root, coinbase placement, and every transfer's
+/// stateless rules, signatures checked in parallel across cores.
+pub fn check_block(network: &NetworkId, block: &Block) -> Result<(), BlockError> {
+    let size = block.encoded_size();
+    if size > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge { size });
+    }
+    if block.compute_merkle_root() != block.header.merkle_root {
+        return Err(BlockError::BadMerkleRoot);
+    }
+    let coinbase = block.coinbase().ok_or(BlockError::MissingCoinbase)?;
+    if coinbase.height != block.header.height {
+        return Err(BlockError::CoinbaseHeight {
+            expected: block.header.height,
+            found: coinbase.height,
+        });
+    }
+    if coinbase.memo.len() > MAX_COINBASE_MEMO_BYTES {
+        return Err(BlockError::CoinbaseMemoTooLong { len: coinbase.memo.len() });
+    }
+    if let Some(index) =
+        block.transactions.iter().skip(1).position(|tx| matches!(tx, Transaction::Coinbase(_)))
+    {
+        return Err(BlockError::ExtraCoinbase { index: index + 1 });
+    }
+    let first_failure =
+        block.transactions.par_iter().enumerate().skip(1).find_map_first(|(index, tx)| {
+            let transfer = tx.as_transfer().expect("only the first transaction is a coinbase");
+            transfer
+                .check_stateless(network)
+                .err()
+                .map(|error| BlockError::Transfer { index, error })
+        });
+    match first_failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}

@@ -102,3 +102,22 @@ pub fn best_of_alternating(
     }
     (best_first, best_second)
 }
+
+/// Bare libsecp256k1 ECDSA verifications per second on one core, the bound for
+/// everything that checks signatures.
+pub fn bare_verify_rate(duration: Duration) -> f64 {
+    let secret = secp256k1::SecretKey::from_secret_bytes([0x5a; 32]).expect("valid scalar");
+    let key = secp256k1::PublicKey::from_secret_key(&secret);
+    let digest = secp256k1::Message::from_digest([7; 32]);
+    let signature = secp256k1::ecdsa::sign(digest, &secret);
+    rate(duration, 256, || {
+        for _ in 0..256 {
+            secp256k1::ecdsa::verify(&signature, digest, &key).expect("valid signature");
+        }
+    })
+}
+
+/// Cores available to this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

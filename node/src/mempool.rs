@@ -220,6 +220,12 @@ impl Mempool {
         }
     }
 
+    /// Adds without any check, for tests that need a full pool quickly.
+    #[cfg(test)]
+    fn insert_unchecked(&mut self, transfer: Transfer) {
+        self.insert(transfer.txid(), MempoolRecord { transfer, received_ms: 0 });
+    }
+
     fn insert(&mut self, txid: TxId, record: MempoolRecord) {
         self.by_sender.entry(record.transfer.from).or_default().insert(record.transfer.nonce, txid);
         self.records.insert(txid, record);
@@ -358,5 +364,186 @@ impl Mempool {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Chain;
+    use crate::store::{MemoryStore, Store};
+    use crate::testkit::{easy_params, keypair, mine_on, transfer};
+
+    const NOW: u64 = raclette_protocol::params::GENESIS_TIME_MS + 1_000_000;
+
+    /// A chain where alice has mined `blocks` rewards.
+    fn funded(blocks: usize) -> Chain<MemoryStore> {
+        let mut chain = Chain::open(MemoryStore::new(), easy_params(), None).unwrap();
+        for _ in 0..blocks {
+            let block = mine_on(&chain, &chain.tip().hash(), &keypair("alice"), vec![], 0);
+            chain.import_block(block, NOW).unwrap();
+        }
+        chain
+    }
+
+    fn reward() -> u64 {
+        easy_params().block_reward.units()
+    }
+
+    #[test]
+    fn given_sender_queueing_nonces_when_added_then_chain_accepted_and_gaps_refused() {
+        let params = easy_params();
+        let chain = funded(1);
+        let reader = chain.store().reader().unwrap();
+        let (alice, bob) = (keypair("alice"), keypair("bob"));
+        let mut pool = Mempool::new(params.network_id());
+        for nonce in 0..3 {
+            pool.add(&reader, transfer(&params, &alice, &bob, 10, 1, nonce), NOW).unwrap();
+        }
+        assert_eq!(pool.next_nonce(&alice.public(), 0), 3);
+        assert_eq!(
+            pool.add(&reader, transfer(&params, &alice, &bob, 10, 1, 5), NOW),
+            Err(MempoolError::State(StateError::NonceGap { expected: 3, found: 5 }))
+        );
+        assert_eq!(
+            pool.add(&reader, transfer(&params, &alice, &bob, 11, 1, 1), NOW),
+            Err(MempoolError::NonceTaken { nonce: 1 })
+        );
+        assert_eq!(
+            pool.add(&reader, transfer(&params, &alice, &bob, 10, 1, 0), NOW),
+            Err(MempoolError::AlreadyKnown)
+        );
+        // The balance counts what is already pending.
+        let rest = reward() - 3 * 11;
+        assert!(matches!(
+            pool.add(&reader, transfer(&params, &alice, &bob, rest, 1, 3), NOW),
+            Err(MempoolError::State(StateError::Overspend { .. }))
+        ));
+        pool.add(&reader, transfer(&params, &alice, &bob, rest - 1, 1, 3), NOW).unwrap();
+        assert_eq!(pool.pending_for(&bob.public()).0, Amount::from_units(30 + rest - 1));
+    }
+
+    #[test]
+    fn given_invalid_transfer_when_added_then_peer_fault() {
+        let params = easy_params();
+        let chain = funded(1);
+        let mut forged = transfer(&params, &keypair("alice"), &keypair("bob"), 10, 1, 0);
+        forged.fee = Amount::from_units(0);
+        let error = Mempool::new(params.network_id())
+            .add(&chain.store().reader().unwrap(), forged, NOW)
+            .unwrap_err();
+        assert!(error.is_peer_fault());
+        assert!(
+            !MempoolError::State(StateError::NonceGap { expected: 0, found: 1 }).is_peer_fault()
+        );
+    }
+
+    #[test]
+    fn given_sender_at_cap_when_adding_then_refused() {
+        let params = easy_params();
+        let chain = funded(0);
+        let reader = chain.store().reader().unwrap();
+        let (alice, bob) = (keypair("alice"), keypair("bob"));
+        let mut pool = Mempool::new(params.network_id());
+        for nonce in 0..MAX_PER_SENDER as u64 {
+            pool.add(&reader, transfer(&params, &alice, &bob, 0, 0, nonce), NOW).unwrap();
+        }
+        assert_eq!(
+            pool.add(&reader, transfer(&params, &alice, &bob, 0, 0, MAX_PER_SENDER as u64), NOW),
+            Err(MempoolError::SenderFull)
+        );
+    }
+
+    #[test]
+    fn given_full_pool_when_higher_fee_arrives_then_lowest_fee_tail_evicted() {
+        let params = easy_params();
+        let mut chain = funded(0);
+        let block = mine_on(&chain, &chain.tip().hash(), &keypair("rich"), vec![], 0);
+        chain.import_block(block, NOW).unwrap();
+        let reader = chain.store().reader().unwrap();
+        let mut pool = Mempool::new(params.network_id());
+        let bob = keypair("bob");
+        // Fill with fee-0 messages from many senders (amount 0 needs no balance).
+        for i in 0..MAX_TRANSFERS {
+            pool.insert_unchecked(transfer(&params, &keypair(&format!("s{i}")), &bob, 0, 0, 0));
+        }
+        let cheap = transfer(&params, &keypair("late"), &bob, 0, 0, 0);
+        assert_eq!(pool.add(&reader, cheap, NOW), Err(MempoolError::Full));
+        // A paying transfer (from "rich", who mined a block) replaces a fee-0 one.
+        let paying = transfer(&params, &keypair("rich"), &bob, 0, 5, 0);
+        pool.add(&reader, paying.clone(), NOW).unwrap();
+        assert_eq!(pool.len(), MAX_TRANSFERS);
+        assert!(pool.get(&paying.txid()).is_some());
+    }
+
+    #[test]
+    fn given_several_senders_when_selecting_then_fee_order_within_nonce_order() {
+        let params = easy_params();
+        let mut chain = funded(2);
+        let block = mine_on(&chain, &chain.tip().hash(), &keypair("carol"), vec![], 0);
+        chain.import_block(block, NOW).unwrap();
+        let reader = chain.store().reader().unwrap();
+        let (alice, bob, carol) = (keypair("alice"), keypair("bob"), keypair("carol"));
+        let mut pool = Mempool::new(params.network_id());
+        let a0 = transfer(&params, &alice, &bob, 1, 1, 0);
+        let a1 = transfer(&params, &alice, &bob, 1, 50, 1);
+        let c0 = transfer(&params, &carol, &bob, 1, 10, 0);
+        for t in [&a0, &a1, &c0] {
+            pool.add(&reader, t.clone(), NOW).unwrap();
+        }
+        let chosen: Vec<TxId> = pool.select().iter().map(Transfer::txid).collect();
+        assert_eq!(chosen, vec![c0.txid(), a0.txid(), a1.txid()]);
+    }
+
+    #[test]
+    fn given_flushed_pool_when_loaded_again_then_same_and_stale_dropped() {
+        let params = easy_params();
+        let mut chain = funded(1);
+        let (alice, bob) = (keypair("alice"), keypair("bob"));
+        let mut pool = Mempool::new(params.network_id());
+        let t0 = transfer(&params, &alice, &bob, 10, 1, 0);
+        let t1 = transfer(&params, &alice, &bob, 10, 1, 1);
+        {
+            let reader = chain.store().reader().unwrap();
+            pool.add(&reader, t0.clone(), NOW).unwrap();
+            pool.add(&reader, t1.clone(), NOW).unwrap();
+        }
+        let mut writer = chain.store().writer().unwrap();
+        pool.flush(&mut writer).unwrap();
+        writer.commit().unwrap();
+        assert!(!pool.has_unsaved());
+        let reloaded =
+            Mempool::load(params.network_id(), &chain.store().reader().unwrap()).unwrap();
+        assert_eq!(reloaded.len(), 2);
+        // t0 gets mined: the table loses it in the same transaction, t1 stays valid.
+        let block = mine_on(&chain, &chain.tip().hash(), &bob, vec![t0.clone()], 0);
+        chain.import_block(block, NOW).unwrap();
+        let reloaded =
+            Mempool::load(params.network_id(), &chain.store().reader().unwrap()).unwrap();
+        assert_eq!(reloaded.len(), 1);
+        assert!(reloaded.get(&t1.txid()).is_some());
+    }
+
+    #[test]
+    fn given_tip_change_spending_the_balance_when_revalidated_then_dependent_transfers_drop() {
+        let params = easy_params();
+        let mut chain = funded(1);
+        let (alice, bob, carol) = (keypair("alice"), keypair("bob"), keypair("carol"));
+        let mut pool = Mempool::new(params.network_id());
+        let pending = [
+            transfer(&params, &alice, &bob, reward() / 2, 0, 0),
+            transfer(&params, &alice, &bob, reward() / 4, 0, 1),
+        ];
+        for t in &pending {
+            pool.add(&chain.store().reader().unwrap(), t.clone(), NOW).unwrap();
+        }
+        // A block spends almost everything with a different nonce-0 transfer.
+        let conflicting = transfer(&params, &alice, &carol, reward() - 10, 0, 0);
+        let block = mine_on(&chain, &chain.tip().hash(), &carol, vec![conflicting], 0);
+        let change = chain.import_block(block, NOW).unwrap().tip_change.unwrap();
+        let dropped =
+            pool.apply_tip_change(&change, &chain.store().reader().unwrap(), NOW).unwrap();
+        assert_eq!(dropped.len(), 2);
+        assert!(pool.is_empty());
     }
 }

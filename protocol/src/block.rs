@@ -44,6 +44,56 @@ impl Block {
     pub fn encoded_size(&self) -> usize {
         to_canonical_cbor(self).len()
     }
+
+    /// The canonical encoding assembled from the header and each transaction's canonical
+    /// encoding, for callers that already encoded the transactions (to hash them).
+    pub fn encode_from_parts(header: &BlockHeader, transactions: &[Vec<u8>]) -> Vec<u8> {
+        let size = Self::encoded_size_from(transactions.iter().map(Vec::len));
+        let mut out = Vec::with_capacity(size);
+        out.push(0xa2); // map of two entries
+        out.extend_from_slice(b"\x66header");
+        out.extend_from_slice(&[0x58, BlockHeader::SIZE as u8]);
+        out.extend_from_slice(&header.to_bytes());
+        out.extend_from_slice(b"\x6ctransactions");
+        let count = transactions.len();
+        match count {
+            0..24 => out.push(0x80 | count as u8),
+            24..256 => out.extend_from_slice(&[0x98, count as u8]),
+            256..65_536 => {
+                out.push(0x99);
+                out.extend_from_slice(&(count as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x9a);
+                out.extend_from_slice(&(count as u32).to_be_bytes());
+            }
+        }
+        for tx in transactions {
+            out.extend_from_slice(tx);
+        }
+        out
+    }
+
+    /// Size of the canonical encoding given the encoded size of each transaction, for
+    /// callers that already encoded them (to hash them) and need not do it again.
+    pub fn encoded_size_from(transaction_sizes: impl IntoIterator<Item = usize>) -> usize {
+        let (count, sum) =
+            transaction_sizes.into_iter().fold((0usize, 0usize), |(n, s), size| (n + 1, s + size));
+        EMPTY_BLOCK_BYTES - 1 + cbor_length_prefix(count) + sum
+    }
+}
+
+/// Bytes of a block with no transactions: `{"header": h'96 bytes', "transactions": []}`.
+const EMPTY_BLOCK_BYTES: usize = 1 + (1 + 6) + (2 + 96) + (1 + 12) + 1;
+
+/// Bytes CBOR uses to announce an array of `count` items.
+fn cbor_length_prefix(count: usize) -> usize {
+    match count {
+        0..24 => 1,
+        24..256 => 2,
+        256..65_536 => 3,
+        _ => 5,
+    }
 }
 
 /// The merkle root of a list of transaction ids.
@@ -93,6 +143,31 @@ mod tests {
 
     fn ids(n: u8) -> Vec<TxId> {
         (0..n).map(|i| TxId::from_bytes([i; 32])).collect()
+    }
+
+    #[test]
+    fn given_transaction_sizes_then_block_size_matches_the_encoding() {
+        use crate::keys::tests::keypair;
+        let coinbase = |height| {
+            Transaction::Coinbase(Coinbase {
+                height,
+                to: keypair(1).public(),
+                amount: crate::Amount::ZERO,
+                memo: vec![],
+            })
+        };
+        for count in [0usize, 1, 23, 24, 255, 256, 300] {
+            let block = Block {
+                header: crate::params::NetworkParams::dev().genesis().header,
+                transactions: (0..count as u64).map(coinbase).collect(),
+            };
+            let sizes = block.transactions.iter().map(|tx| to_canonical_cbor(tx).len());
+            assert_eq!(
+                Block::encoded_size_from(sizes),
+                block.encoded_size(),
+                "{count} transactions"
+            );
+        }
     }
 
     #[test]

@@ -14,9 +14,13 @@ use crate::hash::FixedBytes;
 /// An account: a compressed secp256k1 public key (33 bytes on the wire).
 ///
 /// Holding the parsed key means a decoded key is known to be a valid curve point, and
-/// verification does not pay for decompression again.
+/// verification does not pay for decompression again; holding the encoding too makes
+/// comparing, hashing and encoding keys free. Keys compare by their encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PublicKey(secp256k1::PublicKey);
+pub struct PublicKey {
+    compressed: [u8; 33],
+    parsed: secp256k1::PublicKey,
+}
 
 /// Why bytes or text are not a key or signature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -44,13 +48,17 @@ impl PublicKey {
     /// Parses a compressed key.
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Result<Self, KeyError> {
         secp256k1::PublicKey::from_byte_array_compressed(*bytes)
-            .map(Self)
+            .map(Self::from_parsed)
             .map_err(|_| KeyError::Invalid { what: "public key" })
+    }
+
+    fn from_parsed(parsed: secp256k1::PublicKey) -> Self {
+        Self { compressed: parsed.serialize(), parsed }
     }
 
     /// The 33-byte compressed encoding.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        self.0.serialize()
+        self.compressed
     }
 
     /// The first hex characters, for tables.
@@ -60,14 +68,18 @@ impl PublicKey {
 
     /// The underlying libsecp256k1 key.
     pub fn inner(&self) -> &secp256k1::PublicKey {
-        &self.0
+        &self.parsed
     }
 
     /// Checks `signature` over the 32-byte `digest`. libsecp256k1 only accepts low-S
     /// signatures, so a malleated (high-S) copy of a valid signature fails here.
     pub fn verify(&self, digest: &[u8; 32], signature: &Signature) -> Result<(), SignatureError> {
-        secp256k1::ecdsa::verify(&signature.0, secp256k1::Message::from_digest(*digest), &self.0)
-            .map_err(|_| SignatureError)
+        secp256k1::ecdsa::verify(
+            &signature.0,
+            secp256k1::Message::from_digest(*digest),
+            &self.parsed,
+        )
+        .map_err(|_| SignatureError)
     }
 }
 
@@ -167,7 +179,7 @@ impl Keypair {
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         let secret = secp256k1::SecretKey::from_secret_bytes(bytes)
             .map_err(|_| KeyError::Invalid { what: "secret key" })?;
-        let public = PublicKey(secp256k1::PublicKey::from_secret_key(&secret));
+        let public = PublicKey::from_parsed(secp256k1::PublicKey::from_secret_key(&secret));
         Ok(Self { secret, public })
     }
 
@@ -188,7 +200,7 @@ impl Keypair {
 
     /// The x coordinate of the shared point `secret · their_key` (ECDH).
     pub(crate) fn shared_x(&self, their_key: &PublicKey) -> [u8; 32] {
-        let point = secp256k1::ecdh::shared_secret_point(&their_key.0, &self.secret);
+        let point = secp256k1::ecdh::shared_secret_point(&their_key.parsed, &self.secret);
         let mut x = [0u8; 32];
         x.copy_from_slice(&point[..32]);
         x

@@ -171,6 +171,9 @@ pub struct Coinbase {
 }
 
 /// A transaction inside a block.
+// Nearly every transaction in a block is a transfer; boxing it would cost an allocation
+// each for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transaction {

@@ -5,6 +5,8 @@
 //! document and the code cannot drift apart. `RACLETTE_PRINT_VECTORS=1 cargo test -p
 //! raclette-protocol --test vectors -- --nocapture` prints them for pasting.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 use std::collections::BTreeMap;
 
 use raclette_protocol::block::merkle_root;

@@ -1,6 +1,8 @@
 //! Every wire message round-trips through canonical CBOR; tampering, truncation,
 //! garbage and oversized input give typed errors and never panic.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 use proptest::prelude::*;
 use raclette_protocol::directory::PeerCard;
 use raclette_protocol::encryption::{EncryptedMessage, encrypt};

@@ -184,15 +184,64 @@ impl TipDiff {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.connected.is_empty() && self.disconnected.is_empty()
+    fn into_change(self, previous_tip: BlockHash) -> Option<TipChange> {
+        let empty = self.connected.is_empty() && self.disconnected.is_empty();
+        (!empty).then_some(TipChange {
+            previous_tip,
+            disconnected: self.disconnected,
+            connected: self.connected,
+        })
+    }
+}
+
+/// One tip change equivalent to several in sequence.
+fn merge_changes(changes: impl IntoIterator<Item = TipChange>) -> Option<TipChange> {
+    let mut changes = changes.into_iter();
+    let first = changes.next()?;
+    let previous_tip = first.previous_tip;
+    let mut diff = TipDiff::default();
+    for change in std::iter::once(first).chain(changes) {
+        for block in change.disconnected {
+            diff.disconnect(block);
+        }
+        for block in change.connected {
+            diff.connect(block);
+        }
+    }
+    diff.into_change(previous_tip)
+}
+
+/// Where a branch turned out invalid while switching to it.
+struct BadBranch {
+    /// The first invalid block.
+    at: BlockHash,
+    /// The branch's tip, whose import found it.
+    entry: BlockEntry,
+    /// The rule `at` broke.
+    error: ImportError,
+}
+
+/// How importing one block inside a batch failed.
+enum InError {
+    /// The block broke a rule before anything was written for it.
+    Rejected(ImportError),
+    /// Switching to the block's branch found an invalid block; the writer holds a partial
+    /// reorganisation and must be dropped.
+    BadBranch(Box<BadBranch>),
+    /// The store failed; the writer must be dropped.
+    Fatal(StoreError),
+}
+
+impl From<StoreError> for InError {
+    fn from(error: StoreError) -> Self {
+        InError::Fatal(error)
     }
 }
 
 /// Why switching to a branch failed.
 enum SwitchError {
     /// Block `at` of the branch broke a rule.
-    Invalid { at: BlockHash, error: ImportError },
+    Invalid { at: BlockHash, error: Box<ImportError> },
     /// The store failed.
     Store(StoreError),
 }
@@ -206,12 +255,24 @@ impl From<StoreError> for SwitchError {
 /// The chain state over a store.
 pub struct Chain<S: Store> {
     store: S,
+    rules: Rules,
+    state: ChainState,
+}
+
+/// What validation needs that never changes while the node runs.
+struct Rules {
     params: NetworkParams,
     network: NetworkId,
+    /// Transfers to this key go into the inbox table as they connect.
+    wallet: Option<PublicKey>,
+}
+
+/// What the chain keeps in memory besides the store.
+struct ChainState {
+    /// The best tip (as of the open write transaction, during a batch).
     tip: BlockEntry,
     orphans: OrphanPool,
     invalid: InvalidCache,
-    wallet: Option<PublicKey>,
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -262,12 +323,12 @@ impl<S: Store> Chain<S> {
         let tip = Self::load_tip(&store)?;
         Ok(Self {
             store,
-            params,
-            network,
-            tip,
-            orphans: OrphanPool::default(),
-            invalid: InvalidCache::default(),
-            wallet,
+            rules: Rules { params, network, wallet },
+            state: ChainState {
+                tip,
+                orphans: OrphanPool::default(),
+                invalid: InvalidCache::default(),
+            },
         })
     }
 
@@ -279,17 +340,17 @@ impl<S: Store> Chain<S> {
 
     /// The best tip.
     pub fn tip(&self) -> &BlockEntry {
-        &self.tip
+        &self.state.tip
     }
 
     /// The network parameters.
     pub fn params(&self) -> &NetworkParams {
-        &self.params
+        &self.rules.params
     }
 
     /// The network id.
     pub fn network(&self) -> NetworkId {
-        self.network
+        self.rules.network
     }
 
     /// The underlying store, for queries.
@@ -299,126 +360,132 @@ impl<S: Store> Chain<S> {
 
     /// Number of orphan blocks held.
     pub fn orphan_count(&self) -> usize {
-        self.orphans.len()
+        self.state.orphans.len()
     }
 
     /// Whether the block is stored or held as an orphan.
     pub fn knows(&self, hash: &BlockHash) -> Result<bool, StoreError> {
-        Ok(self.orphans.contains(hash) || self.store.reader()?.entry(hash)?.is_some())
+        Ok(self.state.orphans.contains(hash) || self.store.reader()?.entry(hash)?.is_some())
     }
 
     /// Validates and stores a block, switching the best chain if its branch now has the
-    /// most work, then connects any orphans that were waiting for it.
+    /// most work, then connects any orphans that were waiting for it. The returned tip
+    /// change covers both.
     pub fn import_block(&mut self, block: Block, now_ms: u64) -> Result<Imported, ImportError> {
-        let hash = block.hash();
-        let previous_tip = self.tip.hash();
-        let mut diff = TipDiff::default();
-        let placement = self.import_one(block, now_ms, &mut diff)?;
-        if matches!(placement, Placement::BestChain | Placement::SideChain) {
-            let mut waiting = self.orphans.take_children(&hash);
-            while let Some(orphan) = waiting.pop() {
-                let orphan_hash = orphan.hash();
-                match self.import_one(orphan, now_ms, &mut diff) {
-                    Ok(Placement::BestChain | Placement::SideChain) => {
-                        waiting.extend(self.orphans.take_children(&orphan_hash));
+        let (imported, failure) = self.import_blocks(vec![block], now_ms);
+        if let Some((_, error)) = failure {
+            return Err(error);
+        }
+        let mut results = imported.into_iter();
+        let first = results.next().expect("one block in, one result out");
+        let changes =
+            first.tip_change.into_iter().chain(results.filter_map(|orphan| orphan.tip_change));
+        Ok(Imported { tip_change: merge_changes(changes), ..first })
+    }
+
+    /// Imports `blocks` in order in one store transaction: a syncing node's page of blocks
+    /// costs one commit instead of one per block. Stops at the first block that fails and
+    /// keeps everything before it. Returns the result of each imported block (then of any
+    /// orphans they let connect) and the failure with its index. On a store error nothing
+    /// of the batch is kept.
+    pub fn import_blocks(
+        &mut self,
+        blocks: Vec<Block>,
+        now_ms: u64,
+    ) -> (Vec<Imported>, Option<(usize, ImportError)>) {
+        let saved_tip = self.state.tip.clone();
+        let mut writer = match self.store.writer() {
+            Ok(writer) => writer,
+            Err(error) => return (Vec::new(), Some((0, error.into()))),
+        };
+        let mut imported = Vec::with_capacity(blocks.len());
+        let mut failure = None;
+        for (index, block) in blocks.iter().enumerate() {
+            let previous_tip = self.state.tip.hash();
+            let mut diff = TipDiff::default();
+            match self.state.import_in(&self.rules, &mut writer, block, now_ms, &mut diff) {
+                Ok(placement) => imported.push(Imported {
+                    hash: block.hash(),
+                    placement,
+                    tip_change: diff.into_change(previous_tip),
+                }),
+                Err(InError::Rejected(error)) => {
+                    failure = Some((index, error));
+                    break;
+                }
+                Err(InError::Fatal(error)) => {
+                    drop(writer);
+                    self.state.tip = saved_tip;
+                    return (Vec::new(), Some((index, error.into())));
+                }
+                Err(InError::BadBranch(bad)) => {
+                    let BadBranch { at, entry, error } = *bad;
+                    // The writer holds half a reorganisation: drop all of it, redo the
+                    // blocks before this one, then record the invalid branch.
+                    drop(writer);
+                    self.state.tip = saved_tip;
+                    let (imported, redo_failure) =
+                        self.import_blocks(blocks[..index].to_vec(), now_ms);
+                    if redo_failure.is_some() {
+                        return (imported, redo_failure);
                     }
-                    Ok(_) => {}
-                    Err(error) => {
-                        debug!(%orphan_hash, %error, "orphan rejected once its parent arrived")
+                    if let Err(store_error) = self.mark_invalid(at, &entry, &error) {
+                        return (imported, Some((index, store_error.into())));
                     }
+                    let hash = block.hash();
+                    self.state.invalid.insert(hash);
+                    let error = if at == hash { error } else { ImportError::InvalidAncestor(at) };
+                    return (imported, Some((index, error)));
                 }
             }
         }
-        let tip_change = (!diff.is_empty()).then_some(TipChange {
-            previous_tip,
-            disconnected: diff.disconnected,
-            connected: diff.connected,
-        });
-        Ok(Imported { hash, placement, tip_change })
+        if let Err(error) = writer.commit() {
+            self.state.tip = saved_tip;
+            return (Vec::new(), Some((0, error.into())));
+        }
+        for index in 0..imported.len() {
+            if matches!(imported[index].placement, Placement::BestChain | Placement::SideChain) {
+                let hash = imported[index].hash;
+                self.connect_orphans(&hash, now_ms, &mut imported);
+            }
+        }
+        (imported, failure)
     }
 
-    fn import_one(
+    /// Imports the orphans waiting for `parent`, and theirs in turn.
+    fn connect_orphans(&mut self, parent: &BlockHash, now_ms: u64, results: &mut Vec<Imported>) {
+        let mut waiting = self.state.orphans.take_children(parent);
+        while let Some(orphan) = waiting.pop() {
+            let orphan_hash = orphan.hash();
+            let (imported, failure) = self.import_blocks_without_orphans(orphan, now_ms);
+            match failure {
+                None => {
+                    if imported
+                        .iter()
+                        .any(|i| matches!(i.placement, Placement::BestChain | Placement::SideChain))
+                    {
+                        waiting.extend(self.state.orphans.take_children(&orphan_hash));
+                    }
+                    results.extend(imported);
+                }
+                Some((_, error)) => {
+                    debug!(%orphan_hash, %error, "orphan rejected once its parent arrived")
+                }
+            }
+        }
+    }
+
+    /// One block, one transaction, no orphan processing (the caller does that).
+    fn import_blocks_without_orphans(
         &mut self,
         block: Block,
         now_ms: u64,
-        diff: &mut TipDiff,
-    ) -> Result<Placement, ImportError> {
-        let hash = block.hash();
-        if self.invalid.contains(&hash) {
-            return Err(ImportError::KnownInvalid(hash));
-        }
-        let reader = self.store.reader()?;
-        if let Some(entry) = reader.entry(&hash)? {
-            return match entry.status {
-                BlockStatus::Invalid { .. } => Err(ImportError::KnownInvalid(hash)),
-                BlockStatus::Valid | BlockStatus::Stored => Ok(Placement::AlreadyKnown),
-            };
-        }
-        if self.orphans.contains(&hash) {
-            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
-        }
-        let Some(parent) = reader.entry(&block.header.prev)? else {
-            drop(reader);
-            if let Err(error) = check_proof_of_work(&self.params, &block.header) {
-                self.invalid.insert(hash);
-                return Err(error.into());
-            }
-            self.orphans.insert(block);
-            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
-        };
-        if let BlockStatus::Invalid { .. } = parent.status {
-            self.invalid.insert(hash);
-            return Err(ImportError::InvalidAncestor(parent.hash()));
-        }
-        let context = header_context(&self.params, &reader, &parent)?;
-        drop(reader);
-        if let Err(error) = check_header(&self.params, &block.header, &context, now_ms) {
-            if error.is_peer_fault() {
-                self.invalid.insert(hash);
-            }
-            return Err(error.into());
-        }
-        if let Err(error) = check_block(&self.network, &block) {
-            self.invalid.insert(hash);
-            return Err(error.into());
-        }
-        let own_work = block.header.bits.to_target().map_err(HeaderError::BadTarget)?.work();
-        let entry = BlockEntry {
-            header: block.header,
-            work: parent.work + own_work,
-            status: BlockStatus::Stored,
-        };
-
-        let mut writer = self.store.writer()?;
-        writer.put_entry(&entry)?;
-        writer.put_block(&hash, &block)?;
-        if entry.work <= self.tip.work {
-            writer.commit()?;
-            debug!(%hash, height = entry.height(), "stored a block on a side chain");
-            return Ok(Placement::SideChain);
-        }
-        let mut local = TipDiff::default();
-        let switched = self.switch_to(&mut writer, &entry, block, &mut local, now_ms);
-        match switched {
-            Ok(()) => {
-                writer.commit()?;
-                for block in local.disconnected {
-                    diff.disconnect(block);
-                }
-                for block in local.connected {
-                    diff.connect(block);
-                }
-                self.tip = Self::load_tip(&self.store)?;
-                Ok(Placement::BestChain)
-            }
-            Err(SwitchError::Store(error)) => Err(error.into()),
-            Err(SwitchError::Invalid { at, error }) => {
-                drop(writer);
-                self.mark_invalid(at, &entry, &error)?;
-                self.invalid.insert(hash);
-                if at == hash { Err(error) } else { Err(ImportError::InvalidAncestor(at)) }
-            }
-        }
+    ) -> (Vec<Imported>, Option<(usize, ImportError)>) {
+        let saved_orphans = std::mem::take(&mut self.state.orphans);
+        let result = self.import_blocks(vec![block], now_ms);
+        let children_of_this = std::mem::replace(&mut self.state.orphans, saved_orphans);
+        debug_assert!(children_of_this.is_empty(), "no orphans while the pool is set aside");
+        result
     }
 
     /// Marks `first_bad` and every block from it up to `last` (its descendant) invalid.
@@ -450,139 +517,6 @@ impl<S: Store> Chain<S> {
         }
         writer.commit()?;
         info!(block = %first_bad, %error, "marked a block invalid");
-        Ok(())
-    }
-
-    /// Makes `new_tip` (already written as `Stored`, body `block`) the best tip:
-    /// disconnect to the fork point, connect the branch.
-    fn switch_to<W: WriteTables>(
-        &self,
-        writer: &mut W,
-        new_tip: &BlockEntry,
-        block: Block,
-        diff: &mut TipDiff,
-        now_ms: u64,
-    ) -> Result<(), SwitchError> {
-        let mut branch = vec![new_tip.clone()];
-        let fork = loop {
-            let prev = branch.last().expect("starts non-empty").header.prev;
-            let entry =
-                writer.entry(&prev)?.ok_or_else(|| corrupt(format!("missing entry {prev}")))?;
-            if writer.is_on_best_chain(&entry)? {
-                break entry;
-            }
-            if let BlockStatus::Invalid { .. } = entry.status {
-                return Err(SwitchError::Invalid {
-                    at: entry.hash(),
-                    error: ImportError::KnownInvalid(entry.hash()),
-                });
-            }
-            branch.push(entry);
-        };
-        let fork_hash = fork.hash();
-        while writer.tip()? != Some(fork_hash) {
-            self.disconnect_tip(writer, diff, now_ms)?;
-        }
-        let new_hash = new_tip.hash();
-        let mut new_block = Some(block);
-        for entry in branch.iter().rev() {
-            let hash = entry.hash();
-            let body = if hash == new_hash {
-                new_block.take().expect("the new tip is connected once")
-            } else {
-                writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?
-            };
-            self.connect(writer, entry, body, diff)?;
-        }
-        if !diff.disconnected.is_empty() {
-            info!(
-                fork = %fork_hash,
-                disconnected = diff.disconnected.len(),
-                connected = diff.connected.len(),
-                "reorganised to a branch with more work"
-            );
-        }
-        Ok(())
-    }
-
-    /// Applies `block` (child of the current tip) to the state and makes it the tip.
-    fn connect<W: WriteTables>(
-        &self,
-        writer: &mut W,
-        entry: &BlockEntry,
-        block: Block,
-        diff: &mut TipDiff,
-    ) -> Result<(), SwitchError> {
-        let hash = entry.hash();
-        let keys = touched_keys(&block);
-        let mut accounts = Accounts::with_capacity(keys.len());
-        for key in &keys {
-            accounts.insert(*key, writer.account(key)?);
-        }
-        let undo =
-            Undo { accounts: accounts.iter().map(|(key, account)| (*key, *account)).collect() };
-        apply_block(&self.params, &block, &mut accounts)
-            .map_err(|error| SwitchError::Invalid { at: hash, error: error.into() })?;
-        for (key, account) in &accounts {
-            writer.put_account(key, account)?;
-        }
-        writer.put_value(Table::Undo, hash.as_bytes(), &undo)?;
-        writer.set_best(entry.height(), &hash)?;
-        for tx in &block.transactions {
-            let txid = tx.txid();
-            writer.index_tx(&txid, &hash)?;
-            if let Transaction::Transfer(transfer) = tx {
-                let record = writer.value::<MempoolRecord>(Table::Mempool, txid.as_bytes())?;
-                writer.delete(Table::Mempool, txid.as_bytes())?;
-                if self.wallet == Some(transfer.to)
-                    && writer.get(Table::Inbox, txid.as_bytes())?.is_none()
-                {
-                    let received_ms = record.map_or(block.header.time_ms, |r| r.received_ms);
-                    writer.put_value(
-                        Table::Inbox,
-                        txid.as_bytes(),
-                        &InboxRecord { transfer: transfer.clone(), received_ms },
-                    )?;
-                }
-            }
-        }
-        writer.put_entry(&BlockEntry { status: BlockStatus::Valid, ..entry.clone() })?;
-        writer.set_tip(&hash)?;
-        diff.connect(block);
-        Ok(())
-    }
-
-    /// Takes the tip off the best chain, restoring the accounts from its undo data and
-    /// putting its transfers back in the mempool table.
-    fn disconnect_tip<W: WriteTables>(
-        &self,
-        writer: &mut W,
-        diff: &mut TipDiff,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let hash = writer.tip()?.ok_or_else(|| corrupt("no tip".into()))?;
-        let entry = writer.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
-        let block = writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
-        let undo =
-            writer.undo(&hash)?.ok_or_else(|| corrupt(format!("missing undo data of {hash}")))?;
-        for (key, account) in &undo.accounts {
-            writer.put_account(key, account)?;
-        }
-        writer.delete(Table::Undo, hash.as_bytes())?;
-        writer.clear_best(entry.height())?;
-        for tx in &block.transactions {
-            let txid = tx.txid();
-            writer.delete(Table::TxIndex, txid.as_bytes())?;
-            if let Transaction::Transfer(transfer) = tx {
-                writer.put_value(
-                    Table::Mempool,
-                    txid.as_bytes(),
-                    &MempoolRecord { transfer: transfer.clone(), received_ms: now_ms },
-                )?;
-            }
-        }
-        writer.set_tip(&entry.header.prev)?;
-        diff.disconnect(block);
         Ok(())
     }
 
@@ -643,7 +577,7 @@ impl<S: Store> Chain<S> {
 
     /// What the next block on the tip must carry.
     pub fn next_block(&self) -> Result<NextBlock, StoreError> {
-        let tip = self.tip.hash();
+        let tip = self.state.tip.hash();
         Ok(self.next_block_on(&tip)?.expect("the tip is stored"))
     }
 
@@ -651,7 +585,7 @@ impl<S: Store> Chain<S> {
     pub fn next_block_on(&self, parent: &BlockHash) -> Result<Option<NextBlock>, StoreError> {
         let reader = self.store.reader()?;
         let Some(entry) = reader.entry(parent)? else { return Ok(None) };
-        let context = header_context(&self.params, &reader, &entry)?;
+        let context = header_context(&self.rules.params, &reader, &entry)?;
         Ok(Some(NextBlock {
             parent: *parent,
             height: entry.height() + 1,
@@ -709,4 +643,229 @@ fn ancestor<R: StoreRead + ?Sized>(
             .ok_or_else(|| corrupt(format!("missing parent of {}", cursor.hash())))?;
     }
     Ok(cursor)
+}
+
+impl ChainState {
+    /// The ladder for one block inside the batch's write transaction. `Rejected` errors
+    /// happen before anything is written for the block.
+    fn import_in<W: WriteTables>(
+        &mut self,
+        rules: &Rules,
+        writer: &mut W,
+        block: &Block,
+        now_ms: u64,
+        diff: &mut TipDiff,
+    ) -> Result<Placement, InError> {
+        let hash = block.hash();
+        if self.invalid.contains(&hash) {
+            return Err(InError::Rejected(ImportError::KnownInvalid(hash)));
+        }
+        if let Some(entry) = writer.entry(&hash)? {
+            return match entry.status {
+                BlockStatus::Invalid { .. } => {
+                    Err(InError::Rejected(ImportError::KnownInvalid(hash)))
+                }
+                BlockStatus::Valid | BlockStatus::Stored => Ok(Placement::AlreadyKnown),
+            };
+        }
+        if self.orphans.contains(&hash) {
+            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
+        }
+        let Some(parent) = writer.entry(&block.header.prev)? else {
+            if let Err(error) = check_proof_of_work(&rules.params, &block.header) {
+                self.invalid.insert(hash);
+                return Err(InError::Rejected(error.into()));
+            }
+            self.orphans.insert(block.clone());
+            return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
+        };
+        if let BlockStatus::Invalid { .. } = parent.status {
+            self.invalid.insert(hash);
+            return Err(InError::Rejected(ImportError::InvalidAncestor(parent.hash())));
+        }
+        let context = header_context(&rules.params, writer, &parent)?;
+        if let Err(error) = check_header(&rules.params, &block.header, &context, now_ms) {
+            if error.is_peer_fault() {
+                self.invalid.insert(hash);
+            }
+            return Err(InError::Rejected(error.into()));
+        }
+        let checked = match check_block(&rules.network, block) {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.invalid.insert(hash);
+                return Err(InError::Rejected(error.into()));
+            }
+        };
+        let own_work = block
+            .header
+            .bits
+            .to_target()
+            .map_err(|error| InError::Rejected(HeaderError::BadTarget(error).into()))?
+            .work();
+        let entry = BlockEntry {
+            header: block.header,
+            work: parent.work + own_work,
+            status: BlockStatus::Stored,
+        };
+        writer.put_entry(&entry)?;
+        writer.put(Table::Blocks, hash.as_bytes(), &checked.encoded)?;
+        if entry.work <= self.tip.work {
+            debug!(%hash, height = entry.height(), "stored a block on a side chain");
+            return Ok(Placement::SideChain);
+        }
+        match rules.switch_to(writer, &entry, (block.clone(), checked.txids), diff, now_ms) {
+            Ok(()) => {
+                self.tip = BlockEntry { status: BlockStatus::Valid, ..entry };
+                Ok(Placement::BestChain)
+            }
+            Err(SwitchError::Store(error)) => Err(InError::Fatal(error)),
+            Err(SwitchError::Invalid { at, error }) => {
+                Err(InError::BadBranch(Box::new(BadBranch { at, entry, error: *error })))
+            }
+        }
+    }
+}
+
+impl Rules {
+    /// Makes `new_tip` (already written as `Stored`, body `block` with its transaction
+    /// ids) the best tip: disconnect to the fork point, connect the branch.
+    fn switch_to<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        new_tip: &BlockEntry,
+        block: (Block, Vec<TxId>),
+        diff: &mut TipDiff,
+        now_ms: u64,
+    ) -> Result<(), SwitchError> {
+        let mut branch = vec![new_tip.clone()];
+        let fork = loop {
+            let prev = branch.last().expect("starts non-empty").header.prev;
+            let entry =
+                writer.entry(&prev)?.ok_or_else(|| corrupt(format!("missing entry {prev}")))?;
+            if writer.is_on_best_chain(&entry)? {
+                break entry;
+            }
+            if let BlockStatus::Invalid { .. } = entry.status {
+                return Err(SwitchError::Invalid {
+                    at: entry.hash(),
+                    error: Box::new(ImportError::KnownInvalid(entry.hash())),
+                });
+            }
+            branch.push(entry);
+        };
+        let fork_hash = fork.hash();
+        while writer.tip()? != Some(fork_hash) {
+            self.disconnect_tip(writer, diff, now_ms)?;
+        }
+        let new_hash = new_tip.hash();
+        let mut new_block = Some(block);
+        for entry in branch.iter().rev() {
+            let hash = entry.hash();
+            let (body, txids) = if hash == new_hash {
+                new_block.take().expect("the new tip is connected once")
+            } else {
+                let body =
+                    writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
+                let txids = validate::transaction_ids(&body).0;
+                (body, txids)
+            };
+            self.connect(writer, entry, body, &txids, diff)?;
+        }
+        if !diff.disconnected.is_empty() {
+            info!(
+                fork = %fork_hash,
+                disconnected = diff.disconnected.len(),
+                connected = diff.connected.len(),
+                "reorganised to a branch with more work"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies `block` (child of the current tip) to the state and makes it the tip.
+    fn connect<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        entry: &BlockEntry,
+        block: Block,
+        txids: &[TxId],
+        diff: &mut TipDiff,
+    ) -> Result<(), SwitchError> {
+        let hash = entry.hash();
+        let keys = touched_keys(&block);
+        let mut accounts = Accounts::with_capacity(keys.len());
+        for key in &keys {
+            accounts.insert(*key, writer.account(key)?);
+        }
+        let undo =
+            Undo { accounts: accounts.iter().map(|(key, account)| (*key, *account)).collect() };
+        apply_block(&self.params, &block, &mut accounts)
+            .map_err(|error| SwitchError::Invalid { at: hash, error: Box::new(error.into()) })?;
+        for (key, account) in &accounts {
+            writer.put_account(key, account)?;
+        }
+        writer.put_value(Table::Undo, hash.as_bytes(), &undo)?;
+        writer.set_best(entry.height(), &hash)?;
+        for (tx, txid) in block.transactions.iter().zip(txids) {
+            let txid = *txid;
+            writer.index_tx(&txid, &hash)?;
+            if let Transaction::Transfer(transfer) = tx {
+                let to_wallet = self.wallet == Some(transfer.to);
+                let record = match to_wallet {
+                    true => writer.value::<MempoolRecord>(Table::Mempool, txid.as_bytes())?,
+                    false => None,
+                };
+                if record.is_some() || writer.get(Table::Mempool, txid.as_bytes())?.is_some() {
+                    writer.delete(Table::Mempool, txid.as_bytes())?;
+                }
+                if to_wallet && writer.get(Table::Inbox, txid.as_bytes())?.is_none() {
+                    let received_ms = record.map_or(block.header.time_ms, |r| r.received_ms);
+                    writer.put_value(
+                        Table::Inbox,
+                        txid.as_bytes(),
+                        &InboxRecord { transfer: transfer.clone(), received_ms },
+                    )?;
+                }
+            }
+        }
+        writer.put_entry(&BlockEntry { status: BlockStatus::Valid, ..entry.clone() })?;
+        writer.set_tip(&hash)?;
+        diff.connect(block);
+        Ok(())
+    }
+
+    /// Takes the tip off the best chain, restoring the accounts from its undo data and
+    /// putting its transfers back in the mempool table.
+    fn disconnect_tip<W: WriteTables>(
+        &self,
+        writer: &mut W,
+        diff: &mut TipDiff,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let hash = writer.tip()?.ok_or_else(|| corrupt("no tip".into()))?;
+        let entry = writer.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
+        let block = writer.block(&hash)?.ok_or_else(|| corrupt(format!("missing block {hash}")))?;
+        let undo =
+            writer.undo(&hash)?.ok_or_else(|| corrupt(format!("missing undo data of {hash}")))?;
+        for (key, account) in &undo.accounts {
+            writer.put_account(key, account)?;
+        }
+        writer.delete(Table::Undo, hash.as_bytes())?;
+        writer.clear_best(entry.height())?;
+        for tx in &block.transactions {
+            let txid = tx.txid();
+            writer.delete(Table::TxIndex, txid.as_bytes())?;
+            if let Transaction::Transfer(transfer) = tx {
+                writer.put_value(
+                    Table::Mempool,
+                    txid.as_bytes(),
+                    &MempoolRecord { transfer: transfer.clone(), received_ms: now_ms },
+                )?;
+            }
+        }
+        writer.set_tip(&entry.header.prev)?;
+        diff.disconnect(block);
+        Ok(())
+    }
 }

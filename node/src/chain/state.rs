@@ -34,12 +34,9 @@ pub enum StateError {
         /// Amount plus fee.
         needed: Amount,
     },
-    /// A balance would overflow.
-    #[error("balance of {account} would overflow")]
-    BalanceOverflow {
-        /// The account.
-        account: PublicKey,
-    },
+    /// The receiver's balance would overflow.
+    #[error("the receiver's balance would overflow")]
+    BalanceOverflow,
     /// Amount plus fee overflows.
     #[error("amount plus fee overflows")]
     AmountOverflow,
@@ -108,10 +105,8 @@ pub fn apply_transfer(accounts: &mut Accounts, transfer: &Transfer) -> Result<()
     } else {
         accounts.get(&transfer.to).copied().unwrap_or_default()
     };
-    receiver.balance = receiver
-        .balance
-        .checked_add(transfer.amount)
-        .ok_or(StateError::BalanceOverflow { account: transfer.to })?;
+    receiver.balance =
+        receiver.balance.checked_add(transfer.amount).ok_or(StateError::BalanceOverflow)?;
     if !self_transfer {
         accounts.insert(transfer.from, sender);
     }
@@ -194,7 +189,7 @@ mod tests {
         let before = accounts.clone();
         assert_eq!(
             apply_transfer(&mut accounts, &transfer(&alice, &bob, 5, 0, 0)),
-            Err(StateError::BalanceOverflow { account: bob.public() })
+            Err(StateError::BalanceOverflow)
         );
         assert_eq!(accounts, before);
     }

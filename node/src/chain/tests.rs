@@ -668,3 +668,67 @@ fn given_compact_of_target_then_fixed_difficulty_network_keeps_bits() {
     assert_eq!(chain.next_block().unwrap().bits, easy_params().initial_bits);
     let _: CompactTarget = chain.next_block().unwrap().bits;
 }
+
+#[test]
+fn given_batch_with_invalid_block_in_the_middle_then_prefix_kept_and_index_reported() {
+    let mut builder = new_chain();
+    let miner = keypair("m");
+    let mut blocks = Vec::new();
+    for _ in 0..5 {
+        let block = mine_on(&builder, &tip_hash(&builder), &miner, vec![], 0);
+        builder.import_block(block.clone(), NOW).unwrap();
+        blocks.push(block);
+    }
+    blocks[3] = with_bad_pow(blocks[3].clone());
+    let mut chain = new_chain();
+    let (imported, failure) = chain.import_blocks(blocks.clone(), NOW);
+    assert_eq!(imported.len(), 3);
+    let (index, error) = failure.unwrap();
+    assert_eq!(index, 3);
+    assert!(matches!(error, ImportError::Header(HeaderError::BadPow)));
+    assert_eq!(tip_hash(&chain), blocks[2].hash());
+    assert!(imported.iter().all(|i| i.placement == Placement::BestChain && i.tip_change.is_some()));
+}
+
+#[test]
+fn given_batch_whose_reorg_hits_an_invalid_block_then_prefix_redone_and_branch_marked() {
+    let params = easy_params();
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut chain = new_chain();
+    let genesis = tip_hash(&chain);
+    extend(&mut chain, &alice, 2);
+    let a_tip = tip_hash(&chain);
+    // A side branch whose first block overspends (not checked while it is a side chain).
+    let bad_start =
+        mine_on(&chain, &genesis, &bob, vec![transfer(&params, &bob, &alice, 1, 0, 0)], 0);
+    chain.import_block(bad_start.clone(), NOW).unwrap();
+    let b2 = mine_on(&chain, &bad_start.hash(), &bob, vec![], 0);
+    chain.import_block(b2.clone(), NOW).unwrap();
+    // Built elsewhere: main3 on the main tip, b3 and b4 on the side branch.
+    let mut builder = new_chain();
+    extend(&mut builder, &alice, 2);
+    let main3 = mine_on(&builder, &a_tip, &alice, vec![], 0);
+    builder.import_block(main3.clone(), NOW).unwrap();
+    builder.import_block(bad_start, NOW).unwrap();
+    builder.import_block(b2.clone(), NOW).unwrap();
+    let b3 = mine_on(&builder, &b2.hash(), &bob, vec![], 0);
+    builder.import_block(b3.clone(), NOW).unwrap();
+    let b4 = mine_on(&builder, &b3.hash(), &bob, vec![], 0);
+    builder.import_block(b4.clone(), NOW).unwrap_err();
+    // In one batch: main3 extends; b3 ties (side chain); b4 would switch branches and
+    // finds the overspend: the batch is redone up to b3 and the branch marked invalid.
+    let (imported, failure) = chain.import_blocks(vec![main3.clone(), b3.clone(), b4.clone()], NOW);
+    assert_eq!(
+        imported.iter().map(|i| i.placement.clone()).collect::<Vec<_>>(),
+        vec![Placement::BestChain, Placement::SideChain]
+    );
+    assert_eq!(tip_hash(&chain), main3.hash());
+    let (index, error) = failure.unwrap();
+    assert_eq!(index, 2);
+    assert!(matches!(error, ImportError::InvalidAncestor(_)), "{error:?}");
+    assert!(matches!(
+        chain.block(&b3.hash()).unwrap().unwrap().0.status,
+        BlockStatus::Invalid { .. }
+    ));
+    assert_eq!(chain.account(&alice.public()).unwrap().balance, Amount::from_units(3 * reward()));
+}

@@ -4,11 +4,15 @@
 //! block is at fault (so the network layer can penalise it) or not (a block from the
 //! future, say, may become valid later).
 
-use raclette_protocol::block::MAX_BLOCK_BYTES;
+use raclette_protocol::block::{MAX_BLOCK_BYTES, merkle_root};
+use raclette_protocol::encoding::to_canonical_cbor;
+use raclette_protocol::hash::sha256d;
 use raclette_protocol::header::HEADER_VERSION;
 use raclette_protocol::pow::CompactTargetError;
 use raclette_protocol::transaction::{MAX_COINBASE_MEMO_BYTES, TransferError};
-use raclette_protocol::{Block, BlockHeader, CompactTarget, NetworkId, NetworkParams, Transaction};
+use raclette_protocol::{
+    Block, BlockHeader, CompactTarget, NetworkId, NetworkParams, Transaction, TxId,
+};
 use rayon::prelude::*;
 
 /// A header rule was broken.
@@ -193,14 +197,42 @@ pub fn check_header(
     Ok(())
 }
 
+/// The transaction ids of a block, each transaction encoded once, across cores; with
+/// the block's encoded size.
+pub fn transaction_ids(block: &Block) -> (Vec<TxId>, usize) {
+    let encoded: Vec<(TxId, usize)> = block
+        .transactions
+        .par_iter()
+        .map(|tx| {
+            let bytes = to_canonical_cbor(tx);
+            (TxId::from_bytes(sha256d(&bytes)), bytes.len())
+        })
+        .collect();
+    let size = Block::encoded_size_from(encoded.iter().map(|(_, size)| *size));
+    (encoded.into_iter().map(|(id, _)| id).collect(), size)
+}
+
 /// The block ladder: size, merkle root, coinbase placement, and every transfer's
-/// stateless rules, signatures checked in parallel across cores.
-pub fn check_block(network: &NetworkId, block: &Block) -> Result<(), BlockError> {
-    let size = block.encoded_size();
+/// stateless rules. One parallel pass across cores encodes each transaction once (for
+/// its id, its size and the stored block) and checks its signature; the order of the
+/// checks below decides which error a block with several faults gets.
+pub fn check_block(network: &NetworkId, block: &Block) -> Result<CheckedBlock, BlockError> {
+    let checked: Vec<(TxId, Vec<u8>, Option<TransferError>)> = block
+        .transactions
+        .par_iter()
+        .map(|tx| {
+            let bytes = to_canonical_cbor(tx);
+            let fault =
+                tx.as_transfer().and_then(|transfer| transfer.check_stateless(network).err());
+            (TxId::from_bytes(sha256d(&bytes)), bytes, fault)
+        })
+        .collect();
+    let size = Block::encoded_size_from(checked.iter().map(|(_, bytes, _)| bytes.len()));
     if size > MAX_BLOCK_BYTES {
         return Err(BlockError::TooLarge { size });
     }
-    if block.compute_merkle_root() != block.header.merkle_root {
+    let txids: Vec<TxId> = checked.iter().map(|(id, _, _)| *id).collect();
+    if merkle_root(&txids) != block.header.merkle_root {
         return Err(BlockError::BadMerkleRoot);
     }
     let coinbase = block.coinbase().ok_or(BlockError::MissingCoinbase)?;
@@ -218,16 +250,21 @@ pub fn check_block(network: &NetworkId, block: &Block) -> Result<(), BlockError>
     {
         return Err(BlockError::ExtraCoinbase { index: index + 1 });
     }
-    let first_failure =
-        block.transactions.par_iter().enumerate().skip(1).find_map_first(|(index, tx)| {
-            let transfer = tx.as_transfer().expect("only the first transaction is a coinbase");
-            transfer
-                .check_stateless(network)
-                .err()
-                .map(|error| BlockError::Transfer { index, error })
-        });
-    match first_failure {
-        Some(error) => Err(error),
-        None => Ok(()),
+    let mut encodings = Vec::with_capacity(checked.len());
+    for (index, (_, bytes, fault)) in checked.into_iter().enumerate() {
+        if let Some(error) = fault {
+            return Err(BlockError::Transfer { index, error });
+        }
+        encodings.push(bytes);
     }
+    Ok(CheckedBlock { encoded: Block::encode_from_parts(&block.header, &encodings), txids })
+}
+
+/// What [`check_block`] learned on the way, so nothing is encoded or hashed twice.
+#[derive(Debug, Clone)]
+pub struct CheckedBlock {
+    /// The transaction ids, in block order.
+    pub txids: Vec<TxId>,
+    /// The block's canonical encoding.
+    pub encoded: Vec<u8>,
 }

@@ -172,8 +172,10 @@ impl WireMessage for SyncResponse {
 pub enum DirectoryRequest {
     /// Claim a name or update one's own card.
     Register(PeerCard),
-    /// A page of the directory, in name order, after `after` (exclusive).
+    /// A page of the directory of a network, in name order, after `after` (exclusive).
     List {
+        /// The network whose cards to list.
+        network: NetworkId,
         /// Lowercase name to continue after; `None` starts at the beginning.
         after: Option<String>,
         /// At most [`MAX_CARDS_PER_PAGE`].
@@ -181,6 +183,8 @@ pub enum DirectoryRequest {
     },
     /// One card by name.
     Lookup {
+        /// The network.
+        network: NetworkId,
         /// The name.
         name: PeerName,
     },

@@ -170,9 +170,9 @@ proptest! {
     fn directory_messages_round_trip(cards in proptest::collection::vec(card(), 0..4), after in proptest::option::of("[a-z]{1,10}"), limit in any::<u32>(), more in any::<bool>(), reason in reason(), accepted in any::<u32>()) {
         for card in &cards {
             round_trip(&DirectoryRequest::Register(card.clone()))?;
-            round_trip(&DirectoryRequest::Lookup { name: card.name.clone() })?;
+            round_trip(&DirectoryRequest::Lookup { network: card.network, name: card.name.clone() })?;
         }
-        round_trip(&DirectoryRequest::List { after, limit })?;
+        round_trip(&DirectoryRequest::List { network: NetworkId::ZERO, after, limit })?;
         round_trip(&DirectoryResponse::Registered)?;
         round_trip(&DirectoryResponse::Refused { reason })?;
         round_trip(&DirectoryResponse::Cards { cards: cards.clone(), more })?;

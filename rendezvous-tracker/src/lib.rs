@@ -1,1 +1,9 @@
-//! The Raclette tracker: rendezvous server, peer directory, relay.
+//! The Raclette tracker: where nodes of a network meet.
+//!
+//! It runs the libp2p rendezvous server (nodes register and discover each other), the
+//! directory of signed name cards (kept in LMDB and pushed to every connected node the
+//! moment one is accepted), and a circuit relay for nodes behind NAT.
+
+pub mod api;
+pub mod directory;
+pub mod server;

@@ -15,6 +15,7 @@ pub use lmdb::LmdbStore;
 pub use memory::MemoryStore;
 pub use typed::{
     Account, BlockEntry, BlockStatus, InboxRecord, MempoolRecord, StoreRead, StoreWrite, Undo,
+    decode,
 };
 
 /// The tables of a node's store.
@@ -36,8 +37,11 @@ pub enum Table {
     Mempool,
     /// Transaction id → [`InboxRecord`]: transfers to this node's key.
     Inbox,
-    /// Lowercase peer name → directory entry (owned by the network layer).
+    /// A node's copy of the directory: lowercase peer name → its entry. In a tracker:
+    /// network id ‖ lowercase name → the card.
     Directory,
+    /// Tracker only: network id ‖ public key → the lowercase name that key holds.
+    DirectoryKeys,
     /// Transaction id → a direct transfer waiting for its receiver to come online.
     Outbox,
     /// Small named values: the tip, the schema version.
@@ -46,7 +50,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Entries,
         Table::Blocks,
         Table::BestChain,
@@ -56,6 +60,7 @@ impl Table {
         Table::Mempool,
         Table::Inbox,
         Table::Directory,
+        Table::DirectoryKeys,
         Table::Outbox,
         Table::Meta,
     ];
@@ -72,6 +77,7 @@ impl Table {
             Table::Mempool => "mempool",
             Table::Inbox => "inbox",
             Table::Directory => "directory",
+            Table::DirectoryKeys => "directory_keys",
             Table::Outbox => "outbox",
             Table::Meta => "meta",
         }

@@ -95,7 +95,8 @@ fn height_key(height: u64) -> [u8; 8] {
     height.to_be_bytes()
 }
 
-fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
+/// Decodes a value read from `table`.
+pub fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
     cbor4ii::serde::from_slice(bytes)
         .map_err(|error| StoreError::Corrupt { table: table.name(), reason: error.to_string() })
 }

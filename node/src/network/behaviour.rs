@@ -1,0 +1,153 @@
+//! The node's libp2p behaviours and transports.
+
+use std::time::Duration;
+
+use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, Swarm, allow_block_list, dcutr, identify, noise, ping, relay, rendezvous, tcp,
+    yamux,
+};
+use raclette_protocol::block::MAX_BLOCK_BYTES;
+use raclette_protocol::hash::sha256;
+use raclette_protocol::wire::{self, WireMessage};
+
+use super::NetworkConfig;
+use super::codec::LimitedBytes;
+use super::identity::libp2p_keypair;
+
+/// Idle connections stay open this long; peers ping each other meanwhile.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Direct and directory requests give up after this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sync requests (up to 16 MB of blocks) give up after this.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub direct: request_response::Behaviour<LimitedBytes>,
+    pub sync: request_response::Behaviour<LimitedBytes>,
+    pub directory: request_response::Behaviour<LimitedBytes>,
+    pub directory_push: request_response::Behaviour<LimitedBytes>,
+    pub rendezvous: rendezvous::client::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+}
+
+fn request_response(
+    protocol: &'static str,
+    support: ProtocolSupport,
+    limits: LimitedBytes,
+    timeout: Duration,
+) -> request_response::Behaviour<LimitedBytes> {
+    request_response::Behaviour::with_codec(
+        limits,
+        [(StreamProtocol::new(protocol), support)],
+        request_response::Config::default().with_request_timeout(timeout),
+    )
+}
+
+/// Gossipsub with application validation, content-addressed ids and a transmit size that
+/// fits the largest block.
+fn gossipsub(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, String> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(|message: &gossipsub::Message| {
+            MessageId::from(sha256(&message.data).to_vec())
+        })
+        .max_transmit_size(MAX_BLOCK_BYTES + 100_000)
+        .heartbeat_interval(Duration::from_millis(700))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
+    behaviour.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    )?;
+    Ok(behaviour)
+}
+
+/// The swarm: TCP (Noise, Yamux), QUIC, DNS, circuit relay client, and the behaviours.
+pub fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, String> {
+    let key = libp2p_keypair(&config.keypair);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|error| error.to_string())?
+        .with_quic()
+        .with_dns()
+        .map_err(|error| error.to_string())?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|error| error.to_string())?
+        .with_behaviour(
+            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let peer = key.public().to_peer_id();
+                Ok(Behaviour {
+                    blocked: allow_block_list::Behaviour::default(),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                            .with_agent_version(format!(
+                                "raclette-node/{}",
+                                env!("CARGO_PKG_VERSION")
+                            ))
+                            .with_push_listen_addr_updates(true),
+                    ),
+                    ping: ping::Behaviour::new(
+                        ping::Config::new().with_interval(Duration::from_secs(15)),
+                    ),
+                    gossipsub: gossipsub(key)?,
+                    direct: request_response(
+                        wire::DIRECT_PROTOCOL,
+                        ProtocolSupport::Full,
+                        LimitedBytes {
+                            max_request: wire::DirectRequest::MAX_BYTES,
+                            max_response: wire::DirectResponse::MAX_BYTES,
+                        },
+                        REQUEST_TIMEOUT,
+                    ),
+                    sync: request_response(
+                        wire::SYNC_PROTOCOL,
+                        ProtocolSupport::Full,
+                        LimitedBytes {
+                            max_request: wire::SyncRequest::MAX_BYTES,
+                            max_response: wire::SyncResponse::MAX_BYTES,
+                        },
+                        SYNC_TIMEOUT,
+                    ),
+                    directory: request_response(
+                        wire::DIRECTORY_PROTOCOL,
+                        ProtocolSupport::Outbound,
+                        LimitedBytes {
+                            max_request: wire::DirectoryRequest::MAX_BYTES,
+                            max_response: wire::DirectoryResponse::MAX_BYTES,
+                        },
+                        REQUEST_TIMEOUT,
+                    ),
+                    directory_push: request_response(
+                        wire::DIRECTORY_PUSH_PROTOCOL,
+                        ProtocolSupport::Inbound,
+                        LimitedBytes {
+                            max_request: wire::DirectoryPush::MAX_BYTES,
+                            max_response: wire::DirectoryPushAck::MAX_BYTES,
+                        },
+                        REQUEST_TIMEOUT,
+                    ),
+                    rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(peer),
+                })
+            },
+        )
+        .map_err(|error| error.to_string())?
+        .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,847 @@
+//! The node on the libp2p network.
+//!
+//! [`new`] hands back three parts, as in rust-libp2p's file-sharing example: a cloneable
+//! [`Client`] (a bounded command sender), a receiver of [`NetworkEvent`]s, and the
+//! [`EventLoop`], which alone owns the swarm. The rest of the node never touches libp2p
+//! types beyond `PeerId`, `Multiaddr` and gossip message ids; what the bytes mean is
+//! decided outside, so this module knows nothing of blocks or accounts.
+
+mod behaviour;
+pub mod codec;
+pub mod identity;
+pub mod peers;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
+use libp2p::multiaddr::Protocol as AddrProtocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, ping, rendezvous};
+use raclette_protocol::{Keypair, NetworkId, wire};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use behaviour::{Behaviour, BehaviourEvent};
+use peers::PeerScores;
+pub use peers::Penalty;
+
+/// Capacity of the command and event channels.
+const CHANNEL_CAPACITY: usize = 4096;
+/// Rendezvous registration lifetime asked of trackers: a departed node disappears
+/// from rendezvous within this.
+pub const RENDEZVOUS_TTL_SECS: u64 = 300;
+/// How often to ask trackers' rendezvous servers for peers.
+const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+/// How often to try reaching a tracker we are not connected to.
+const TRACKER_REDIAL_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a node is and how it reaches the world.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// The node's key (its PeerId and wallet).
+    pub keypair: Keypair,
+    /// The network it belongs to.
+    pub network: NetworkId,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Trackers, each with `/p2p/<PeerId>`.
+    pub trackers: Vec<Multiaddr>,
+    /// Addresses others can reach this node at that it cannot discover itself (a
+    /// forwarded port).
+    pub external: Vec<Multiaddr>,
+}
+
+/// The request-response protocols a node starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A transfer sent to its receiver.
+    Direct,
+    /// Chain sync.
+    Sync,
+    /// The tracker's directory.
+    Directory,
+}
+
+/// The request-response protocols a node answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InboundProtocol {
+    /// A transfer for this node.
+    Direct,
+    /// Chain sync.
+    Sync,
+    /// A tracker pushing directory cards.
+    DirectoryPush,
+}
+
+/// The gossip topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Transfers.
+    Transactions,
+    /// Blocks.
+    Blocks,
+}
+
+/// How a peer is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// A direct connection (possibly after hole punching).
+    Direct,
+    /// Only through a relay.
+    Relayed,
+}
+
+impl Link {
+    /// `direct` or `relayed`, as the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Direct => "direct",
+            Link::Relayed => "relayed",
+        }
+    }
+}
+
+/// An inbound request waiting for the node's answer.
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked.
+    pub peer: PeerId,
+    /// On which protocol.
+    pub protocol: InboundProtocol,
+    /// The request bytes (at most the protocol's limit; not yet decoded).
+    pub bytes: Vec<u8>,
+    /// Pass to [`Client::respond`].
+    pub token: ResponseToken,
+}
+
+/// Identifies an inbound request to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResponseToken(u64);
+
+/// What the network tells the node.
+#[derive(Debug)]
+pub enum NetworkEvent {
+    /// Listening on a new address (with `/p2p/<PeerId>`).
+    Listening(Multiaddr),
+    /// A peer (not a tracker) connected.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// Direct or relayed.
+        link: Link,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Connected to a tracker.
+    TrackerConnected(PeerId),
+    /// Lost the last connection to a tracker.
+    TrackerDisconnected(PeerId),
+    /// A gossip message waiting for validation ([`Client::validate`]).
+    Gossip {
+        /// The peer that forwarded it (the one to penalise).
+        source: PeerId,
+        /// Its id.
+        message_id: MessageId,
+        /// Its topic.
+        topic: Topic,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// A request to answer.
+    Request(InboundRequest),
+}
+
+/// Why an outbound request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The peer could not be reached.
+    #[error("could not reach the peer: {0}")]
+    Unreachable(String),
+    /// The peer did not answer in time.
+    #[error("the peer did not answer in time")]
+    Timeout,
+    /// The connection or stream failed.
+    #[error("the request failed: {0}")]
+    Failed(String),
+    /// The network task has stopped.
+    #[error("the network is shut down")]
+    Shutdown,
+}
+
+enum Command {
+    Dial {
+        peer: Option<PeerId>,
+        addresses: Vec<Multiaddr>,
+    },
+    Request {
+        peer: PeerId,
+        protocol: Protocol,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, RequestError>>,
+    },
+    Respond {
+        token: ResponseToken,
+        bytes: Vec<u8>,
+    },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Validate {
+        message_id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
+    Penalize {
+        peer: PeerId,
+        penalty: Penalty,
+        reason: String,
+    },
+    Connections {
+        reply: oneshot::Sender<Vec<(PeerId, Link)>>,
+    },
+    Addresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+}
+
+/// The handle the rest of the node uses to act on the network.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Client {
+    async fn send(&self, command: Command) {
+        // Fails only when the event loop has stopped, at shutdown.
+        let _ = self.commands.send(command).await;
+    }
+
+    /// Dials addresses (of `peer`, if known).
+    pub async fn dial(&self, peer: Option<PeerId>, addresses: Vec<Multiaddr>) {
+        self.send(Command::Dial { peer, addresses }).await;
+    }
+
+    /// Sends a request and waits for the answer.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        protocol: Protocol,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Request { peer, protocol, bytes, reply }).await;
+        answer.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Answers an inbound request.
+    pub async fn respond(&self, token: ResponseToken, bytes: Vec<u8>) {
+        self.send(Command::Respond { token, bytes }).await;
+    }
+
+    /// Publishes on a gossip topic.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Publish { topic, data, reply }).await;
+        answer.await.unwrap_or_else(|_| Err("the network is shut down".into()))
+    }
+
+    /// Reports the validation result of a gossip message: accepted messages are relayed,
+    /// rejected ones count against the sender's gossip score.
+    pub async fn validate(
+        &self,
+        message_id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    ) {
+        self.send(Command::Validate { message_id, source, acceptance }).await;
+    }
+
+    /// Counts a fault against a peer; enough of them get it banned.
+    pub async fn penalize(&self, peer: PeerId, penalty: Penalty, reason: impl Into<String>) {
+        self.send(Command::Penalize { peer, penalty, reason: reason.into() }).await;
+    }
+
+    /// Closes every connection to a peer.
+    pub async fn disconnect(&self, peer: PeerId) {
+        self.send(Command::Disconnect { peer }).await;
+    }
+
+    /// The peers connected now, with how.
+    pub async fn connections(&self) -> Vec<(PeerId, Link)> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Connections { reply }).await;
+        answer.await.unwrap_or_default()
+    }
+
+    /// The addresses this node can be reached at (listen and external), with
+    /// `/p2p/<PeerId>`.
+    pub async fn addresses(&self) -> Vec<Multiaddr> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Addresses { reply }).await;
+        answer.await.unwrap_or_default()
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Building the swarm failed.
+    #[error("cannot build the network stack: {0}")]
+    Build(String),
+    /// An address could not be listened on.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A tracker address lacks `/p2p/<PeerId>`.
+    #[error("tracker address {0} must end in /p2p/<PeerId>")]
+    TrackerWithoutPeerId(Multiaddr),
+}
+
+/// The peer id at the end of a multiaddr.
+pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|p| match p {
+        AddrProtocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// Whether an address goes through a relay.
+pub fn is_relayed(address: &Multiaddr) -> bool {
+    address.iter().any(|p| matches!(p, AddrProtocol::P2pCircuit))
+}
+
+/// Builds the swarm and starts listening.
+pub fn new(
+    config: NetworkConfig,
+) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), StartError> {
+    let mut swarm = behaviour::build_swarm(&config).map_err(StartError::Build)?;
+    for address in &config.listen {
+        swarm.listen_on(address.clone()).map_err(|error| StartError::Listen {
+            address: address.clone(),
+            reason: error.to_string(),
+        })?;
+    }
+    for address in &config.external {
+        swarm.add_external_address(address.clone());
+    }
+    let mut trackers = HashMap::new();
+    for address in &config.trackers {
+        let peer =
+            peer_of(address).ok_or_else(|| StartError::TrackerWithoutPeerId(address.clone()))?;
+        trackers.insert(peer, address.clone());
+    }
+    for topic in [Topic::Transactions, Topic::Blocks] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossip_topic(&config.network, topic))
+            .map_err(|error| StartError::Build(error.to_string()))?;
+    }
+    let (commands, command_receiver) = mpsc::channel(CHANNEL_CAPACITY);
+    let (event_sender, events) = mpsc::channel(CHANNEL_CAPACITY);
+    let namespace = rendezvous::Namespace::new(wire::rendezvous_namespace(&config.network))
+        .map_err(|error| StartError::Build(error.to_string()))?;
+    let event_loop = EventLoop {
+        swarm,
+        network: config.network,
+        commands: command_receiver,
+        events: event_sender,
+        trackers,
+        tracker_last_dial: HashMap::new(),
+        registered_at: HashMap::new(),
+        namespace,
+        pending_requests: HashMap::new(),
+        pending_responses: HashMap::new(),
+        next_token: 0,
+        connections: HashMap::new(),
+        scores: PeerScores::default(),
+        last_discover: None,
+    };
+    Ok((Client { commands }, events, event_loop))
+}
+
+fn gossip_topic(network: &NetworkId, topic: Topic) -> IdentTopic {
+    match topic {
+        Topic::Transactions => IdentTopic::new(wire::transactions_topic(network)),
+        Topic::Blocks => IdentTopic::new(wire::blocks_topic(network)),
+    }
+}
+
+/// Owns the swarm; runs until every [`Client`] is dropped.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    network: NetworkId,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    trackers: HashMap<PeerId, Multiaddr>,
+    tracker_last_dial: HashMap<PeerId, Instant>,
+    registered_at: HashMap<PeerId, Instant>,
+    namespace: rendezvous::Namespace,
+    pending_requests:
+        HashMap<(Protocol, OutboundRequestId), oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
+    next_token: u64,
+    connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
+    scores: PeerScores,
+    last_discover: Option<Instant>,
+}
+
+impl EventLoop {
+    /// Runs the swarm until the node drops its clients.
+    pub async fn run(mut self) {
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => return,
+                },
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: NetworkEvent) {
+        // The node stops reading only at shutdown.
+        let _ = self.events.send(event).await;
+    }
+
+    fn is_tracker(&self, peer: &PeerId) -> bool {
+        self.trackers.contains_key(peer)
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        for peer in self.scores.expire_bans(now) {
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        let trackers: Vec<(PeerId, Multiaddr)> =
+            self.trackers.iter().map(|(p, a)| (*p, a.clone())).collect();
+        for (peer, address) in trackers {
+            if self.swarm.is_connected(&peer) {
+                let renew_after = Duration::from_secs(RENDEZVOUS_TTL_SECS / 2);
+                if self
+                    .registered_at
+                    .get(&peer)
+                    .is_none_or(|at| now.duration_since(*at) >= renew_after)
+                {
+                    self.register_rendezvous(peer);
+                }
+                continue;
+            }
+            if self
+                .tracker_last_dial
+                .get(&peer)
+                .is_none_or(|at| now.duration_since(*at) >= TRACKER_REDIAL_EVERY)
+            {
+                self.tracker_last_dial.insert(peer, now);
+                if let Err(error) = self.swarm.dial(address.clone()) {
+                    debug!(%peer, %error, "tracker dial failed");
+                }
+            }
+        }
+        if self.last_discover.is_none_or(|at| now.duration_since(at) >= DISCOVER_EVERY) {
+            self.last_discover = Some(now);
+            let connected: Vec<PeerId> =
+                self.trackers.keys().filter(|p| self.swarm.is_connected(p)).copied().collect();
+            for tracker in connected {
+                self.swarm.behaviour_mut().rendezvous.discover(
+                    Some(self.namespace.clone()),
+                    None,
+                    None,
+                    tracker,
+                );
+            }
+        }
+    }
+
+    fn register_rendezvous(&mut self, tracker: PeerId) {
+        let ttl = Some(RENDEZVOUS_TTL_SECS);
+        match self.swarm.behaviour_mut().rendezvous.register(self.namespace.clone(), tracker, ttl) {
+            Ok(()) => {
+                self.registered_at.insert(tracker, Instant::now());
+            }
+            Err(error) => debug!(%tracker, %error, "cannot register at rendezvous yet"),
+        }
+    }
+
+    fn own_addresses(&self) -> Vec<Multiaddr> {
+        let local = *self.swarm.local_peer_id();
+        let mut addresses: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        for address in self.swarm.listeners() {
+            if !addresses.contains(address) && !is_unspecified(address) {
+                addresses.push(address.clone());
+            }
+        }
+        addresses
+            .into_iter()
+            .map(|address| {
+                if peer_of(&address).is_some() {
+                    address
+                } else {
+                    address.with(AddrProtocol::P2p(local))
+                }
+            })
+            .collect()
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { peer, addresses } => {
+                if let Some(peer) = peer {
+                    if self.swarm.is_connected(&peer)
+                        || self.scores.is_banned(&peer, Instant::now())
+                    {
+                        return;
+                    }
+                    for address in &addresses {
+                        self.swarm.add_peer_address(peer, address.clone());
+                    }
+                    let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(addresses)
+                        .build();
+                    if let Err(error) = self.swarm.dial(options) {
+                        debug!(%peer, %error, "dial failed");
+                    }
+                } else {
+                    for address in addresses {
+                        if let Err(error) = self.swarm.dial(address.clone()) {
+                            debug!(%address, %error, "dial failed");
+                        }
+                    }
+                }
+            }
+            Command::Request { peer, protocol, bytes, reply } => {
+                let behaviour = self.swarm.behaviour_mut();
+                let id = match protocol {
+                    Protocol::Direct => behaviour.direct.send_request(&peer, bytes),
+                    Protocol::Sync => behaviour.sync.send_request(&peer, bytes),
+                    Protocol::Directory => behaviour.directory.send_request(&peer, bytes),
+                };
+                self.pending_requests.insert((protocol, id), reply);
+            }
+            Command::Respond { token, bytes } => {
+                let Some((protocol, channel)) = self.pending_responses.remove(&token) else {
+                    return;
+                };
+                let behaviour = self.swarm.behaviour_mut();
+                let sent = match protocol {
+                    InboundProtocol::Direct => behaviour.direct.send_response(channel, bytes),
+                    InboundProtocol::Sync => behaviour.sync.send_response(channel, bytes),
+                    InboundProtocol::DirectoryPush => {
+                        behaviour.directory_push.send_response(channel, bytes)
+                    }
+                };
+                if sent.is_err() {
+                    debug!("response not sent: the requester went away");
+                }
+            }
+            Command::Publish { topic, data, reply } => {
+                let topic = gossip_topic(&self.network, topic);
+                let result = self.swarm.behaviour_mut().gossipsub.publish(topic, data);
+                let _ = reply.send(result.map(|_| ()).map_err(|error| error.to_string()));
+            }
+            Command::Validate { message_id, source, acceptance } => {
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &source,
+                    acceptance,
+                );
+            }
+            Command::Penalize { peer, penalty, reason } => {
+                warn!(%peer, ?penalty, %reason, "penalised a peer");
+                if self.scores.penalize(peer, penalty, Instant::now()) {
+                    warn!(%peer, "banned a peer for {} s", peers::BAN_DURATION.as_secs());
+                    self.swarm.behaviour_mut().blocked.block_peer(peer);
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+            Command::Connections { reply } => {
+                let links = self
+                    .connections
+                    .iter()
+                    .filter(|(peer, _)| !self.is_tracker(peer))
+                    .map(|(peer, links)| {
+                        let direct = links.values().any(|link| *link == Link::Direct);
+                        (*peer, if direct { Link::Direct } else { Link::Relayed })
+                    })
+                    .collect();
+                let _ = reply.send(links);
+            }
+            Command::Addresses { reply } => {
+                let _ = reply.send(self.own_addresses());
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn next_token(&mut self) -> ResponseToken {
+        self.next_token += 1;
+        ResponseToken(self.next_token)
+    }
+
+    async fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let local = *self.swarm.local_peer_id();
+                if !is_unspecified(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
+                info!(%address, "listening");
+                self.emit(NetworkEvent::Listening(address.with(AddrProtocol::P2p(local)))).await;
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                let link = if is_relayed(endpoint.get_remote_address()) {
+                    Link::Relayed
+                } else {
+                    Link::Direct
+                };
+                let first = !self.connections.contains_key(&peer_id);
+                self.connections.entry(peer_id).or_default().insert(connection_id, link);
+                if self.is_tracker(&peer_id) {
+                    if first {
+                        info!(tracker = %peer_id, "connected to tracker");
+                        self.register_rendezvous(peer_id);
+                        self.swarm.behaviour_mut().rendezvous.discover(
+                            Some(self.namespace.clone()),
+                            None,
+                            None,
+                            peer_id,
+                        );
+                        self.emit(NetworkEvent::TrackerConnected(peer_id)).await;
+                    }
+                } else {
+                    debug!(peer = %peer_id, ?link, "connected");
+                    self.emit(NetworkEvent::PeerConnected { peer: peer_id, link }).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                let tracker = self.is_tracker(&peer_id);
+                let Some(links) = self.connections.get_mut(&peer_id) else { return };
+                links.remove(&connection_id);
+                if !links.is_empty() {
+                    // Still connected another way (e.g. relayed then direct): report the
+                    // remaining link as the peer's.
+                    if !tracker {
+                        let link = if links.values().any(|l| *l == Link::Direct) {
+                            Link::Direct
+                        } else {
+                            Link::Relayed
+                        };
+                        self.emit(NetworkEvent::PeerConnected { peer: peer_id, link }).await;
+                    }
+                    return;
+                }
+                self.connections.remove(&peer_id);
+                if self.is_tracker(&peer_id) {
+                    info!(tracker = %peer_id, "lost the tracker");
+                    self.registered_at.remove(&peer_id);
+                    self.emit(NetworkEvent::TrackerDisconnected(peer_id)).await;
+                } else {
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id }).await;
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event).await,
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    async fn handle_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let topic = if message.topic == gossip_topic(&self.network, Topic::Blocks).hash() {
+                    Topic::Blocks
+                } else if message.topic == gossip_topic(&self.network, Topic::Transactions).hash() {
+                    Topic::Transactions
+                } else {
+                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Reject,
+                    );
+                    return;
+                };
+                self.emit(NetworkEvent::Gossip {
+                    source: propagation_source,
+                    message_id,
+                    topic,
+                    data: message.data,
+                })
+                .await;
+            }
+            BehaviourEvent::Direct(event) => {
+                self.handle_request_event(event, Protocol::Direct, InboundProtocol::Direct).await
+            }
+            BehaviourEvent::Sync(event) => {
+                self.handle_request_event(event, Protocol::Sync, InboundProtocol::Sync).await
+            }
+            BehaviourEvent::Directory(event) => {
+                self.handle_request_event(
+                    event,
+                    Protocol::Directory,
+                    InboundProtocol::DirectoryPush,
+                )
+                .await
+            }
+            BehaviourEvent::DirectoryPush(event) => {
+                // Pushes come only from trackers we chose; anyone else gets no answer.
+                if let request_response::Event::Message { peer, .. } = &event {
+                    if !self.is_tracker(peer) {
+                        warn!(%peer, "a peer that is not our tracker pushed directory cards");
+                        return;
+                    }
+                }
+                self.handle_request_event(
+                    event,
+                    Protocol::Directory,
+                    InboundProtocol::DirectoryPush,
+                )
+                .await
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for address in info.listen_addrs {
+                    if !is_unspecified(&address) {
+                        self.swarm.add_peer_address(peer_id, address);
+                    }
+                }
+            }
+            BehaviourEvent::Rendezvous(rendezvous::client::Event::Discovered {
+                registrations,
+                ..
+            }) => {
+                let local = *self.swarm.local_peer_id();
+                for registration in registrations {
+                    let peer = registration.record.peer_id();
+                    if peer == local
+                        || self.swarm.is_connected(&peer)
+                        || self.scores.is_banned(&peer, Instant::now())
+                    {
+                        continue;
+                    }
+                    let addresses = registration.record.addresses().to_vec();
+                    debug!(%peer, ?addresses, "discovered through rendezvous");
+                    let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(addresses)
+                        .build();
+                    let _ = self.swarm.dial(options);
+                }
+            }
+            BehaviourEvent::Rendezvous(rendezvous::client::Event::RegisterFailed {
+                rendezvous_node,
+                error,
+                ..
+            }) => {
+                warn!(tracker = %rendezvous_node, ?error, "rendezvous registration refused");
+            }
+            BehaviourEvent::Ping(ping::Event { peer, result: Err(error), .. }) => {
+                debug!(%peer, %error, "ping failed");
+            }
+            _ => {}
+        }
+    }
+
+    async fn handle_request_event(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+        outbound: Protocol,
+        inbound: InboundProtocol,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let token = self.next_token();
+                    self.pending_responses.insert(token, (inbound, channel));
+                    self.emit(NetworkEvent::Request(InboundRequest {
+                        peer,
+                        protocol: inbound,
+                        bytes: request,
+                        token,
+                    }))
+                    .await;
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_requests.remove(&(outbound, request_id)) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                let error = match error {
+                    request_response::OutboundFailure::DialFailure => {
+                        RequestError::Unreachable(format!("dial to {peer} failed"))
+                    }
+                    request_response::OutboundFailure::Timeout => RequestError::Timeout,
+                    other => RequestError::Failed(other.to_string()),
+                };
+                if let Some(reply) = self.pending_requests.remove(&(outbound, request_id)) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed");
+                if let request_response::InboundFailure::Io(io) = &error {
+                    if io.kind() == std::io::ErrorKind::InvalidData {
+                        // Over the size limit: not a mistake an honest peer makes.
+                        self.handle_command(Command::Penalize {
+                            peer,
+                            penalty: Penalty::LowTolerance,
+                            reason: format!("oversized request: {io}"),
+                        });
+                    }
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+fn is_unspecified(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        AddrProtocol::Ip4(ip) => ip.is_unspecified(),
+        AddrProtocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_addresses_then_peer_and_relay_detected() {
+        let peer = PeerId::random();
+        let direct: Multiaddr = format!("/ip4/1.2.3.4/tcp/5/p2p/{peer}").parse().unwrap();
+        let relayed: Multiaddr =
+            format!("/ip4/1.2.3.4/tcp/5/p2p/{peer}/p2p-circuit/p2p/{}", PeerId::random())
+                .parse()
+                .unwrap();
+        assert_eq!(peer_of(&direct), Some(peer));
+        assert!(!is_relayed(&direct));
+        assert!(is_relayed(&relayed));
+    }
+}

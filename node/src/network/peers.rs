@@ -1,0 +1,121 @@
+//! A small peer manager: a score per peer, lowered by named penalties and recovering
+//! over time; a peer whose score falls to the ban threshold is disconnected and refused
+//! for a while.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+/// The score at which a peer is banned.
+pub const BAN_THRESHOLD: f64 = -100.0;
+/// How long a ban lasts.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Scores move halfway back to zero in this time.
+pub const SCORE_HALF_LIFE: Duration = Duration::from_secs(300);
+
+/// How bad a peer's fault was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Penalty {
+    /// Proof of bad intent or a broken implementation (an invalid block with valid proof
+    /// of work, a forged card): banned at once.
+    Fatal,
+    /// Clearly invalid data (bad signature, malformed message): banned after two.
+    LowTolerance,
+    /// Invalid but cheap to produce by mistake (a wrong-network message): ten.
+    MidTolerance,
+    /// Possibly honest (a timeout, an unhelpful answer): fifty.
+    HighTolerance,
+}
+
+impl Penalty {
+    /// The points it takes off.
+    pub fn points(self) -> f64 {
+        match self {
+            Penalty::Fatal => 100.0,
+            Penalty::LowTolerance => 50.0,
+            Penalty::MidTolerance => 10.0,
+            Penalty::HighTolerance => 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Score {
+    value: f64,
+    updated: Instant,
+}
+
+/// Scores and bans, with time passed in so tests can pin it.
+#[derive(Debug, Default)]
+pub struct PeerScores {
+    scores: HashMap<PeerId, Score>,
+    banned: HashMap<PeerId, Instant>,
+}
+
+impl PeerScores {
+    /// Applies a penalty; returns true when it makes the peer banned.
+    pub fn penalize(&mut self, peer: PeerId, penalty: Penalty, now: Instant) -> bool {
+        let value = self.score(&peer, now) - penalty.points();
+        self.scores.insert(peer, Score { value, updated: now });
+        if value <= BAN_THRESHOLD && !self.banned.contains_key(&peer) {
+            self.banned.insert(peer, now + BAN_DURATION);
+            return true;
+        }
+        false
+    }
+
+    /// The current score (0 for a peer never penalised), decayed to `now`.
+    pub fn score(&self, peer: &PeerId, now: Instant) -> f64 {
+        self.scores.get(peer).map_or(0.0, |score| {
+            let elapsed = now.saturating_duration_since(score.updated).as_secs_f64();
+            score.value * 0.5f64.powf(elapsed / SCORE_HALF_LIFE.as_secs_f64())
+        })
+    }
+
+    /// Whether the peer is banned at `now`.
+    pub fn is_banned(&self, peer: &PeerId, now: Instant) -> bool {
+        self.banned.get(peer).is_some_and(|until| *until > now)
+    }
+
+    /// Lifts expired bans; returns the peers to let back in.
+    pub fn expire_bans(&mut self, now: Instant) -> Vec<PeerId> {
+        let expired: Vec<PeerId> =
+            self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for peer in &expired {
+            self.banned.remove(peer);
+            self.scores.remove(peer);
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_two_low_tolerance_faults_then_banned_and_ban_expires() {
+        let mut scores = PeerScores::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        assert!(!scores.penalize(peer, Penalty::LowTolerance, now));
+        assert!(scores.penalize(peer, Penalty::LowTolerance, now));
+        assert!(scores.is_banned(&peer, now));
+        assert!(scores.expire_bans(now + BAN_DURATION / 2).is_empty());
+        assert_eq!(scores.expire_bans(now + BAN_DURATION), vec![peer]);
+        assert!(!scores.is_banned(&peer, now + BAN_DURATION));
+    }
+
+    #[test]
+    fn given_faults_spread_over_time_then_score_recovers_and_no_ban() {
+        let mut scores = PeerScores::default();
+        let peer = PeerId::random();
+        let mut now = Instant::now();
+        for _ in 0..10 {
+            assert!(!scores.penalize(peer, Penalty::LowTolerance, now));
+            now += SCORE_HALF_LIFE * 2;
+        }
+        assert!(scores.score(&peer, now) > BAN_THRESHOLD);
+    }
+}

@@ -1,0 +1,79 @@
+//! `raclette-tracker`: the meeting point of a Raclette network.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use libp2p::Multiaddr;
+use raclette_node::network::identity;
+use raclette_node::store::LmdbStore;
+use raclette_tracker::directory::Directory;
+use raclette_tracker::server::{Connected, Tracker};
+
+/// The Raclette tracker: rendezvous server, peer directory and relay.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on (repeatable).
+    #[arg(long, env = "RACLETTE_TRACKER_LISTEN", value_delimiter = ',', default_values = ["/ip4/0.0.0.0/tcp/7000", "/ip4/0.0.0.0/udp/7000/quic-v1"])]
+    listen: Vec<Multiaddr>,
+    /// This tracker's public address, if it has one the host cannot see (repeatable).
+    #[arg(long = "external-address", env = "RACLETTE_TRACKER_EXTERNAL", value_delimiter = ',')]
+    external: Vec<Multiaddr>,
+    /// Directory for the key file and the directory database.
+    #[arg(long, env = "RACLETTE_TRACKER_DATA", default_value = "raclette-tracker-data")]
+    data: PathBuf,
+    /// Serve the directory as JSON on this address (e.g. 127.0.0.1:7080).
+    #[arg(long, env = "RACLETTE_TRACKER_API")]
+    api: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("raclette-tracker: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let keypair = identity::load_or_create(&cli.data.join("tracker.key"))?;
+    let store = LmdbStore::open(&cli.data.join("directory"))?;
+    let directory = Arc::new(Directory::new(store));
+    let connected = Connected::default();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let tracker = Tracker::new(
+            &keypair,
+            &cli.listen,
+            &cli.external,
+            directory.clone(),
+            connected.clone(),
+        )?;
+        println!("tracker peer id: {}", tracker.peer_id());
+        if let Some(address) = cli.api {
+            tokio::spawn(async move {
+                if let Err(error) =
+                    raclette_tracker::api::serve(address, directory, connected).await
+                {
+                    eprintln!("raclette-tracker: api: {error:#}");
+                    std::process::exit(1);
+                }
+            });
+        }
+        tracker.run().await;
+        Ok(())
+    })
+}

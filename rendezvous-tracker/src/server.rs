@@ -1,0 +1,265 @@
+//! The tracker's swarm: rendezvous server, directory, pushes to connected nodes, and a
+//! circuit relay for nodes behind NAT.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol as AddrProtocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, relay, rendezvous, tcp, yamux,
+};
+use raclette_node::network::codec::LimitedBytes;
+use raclette_node::network::identity::{key_of, libp2p_keypair};
+use raclette_node::store::LmdbStore;
+use raclette_protocol::wire::{
+    self, DirectoryPush, DirectoryRequest, DirectoryResponse, MAX_CARDS_PER_PAGE, WireMessage,
+};
+use raclette_protocol::{Keypair, NetworkId, PeerCard};
+use tracing::{debug, info, warn};
+
+use crate::directory::{Directory, Registered};
+
+/// The shortest rendezvous registration the tracker accepts, so that a departed node
+/// disappears within minutes.
+pub const MIN_RENDEZVOUS_TTL_SECS: u64 = 60;
+
+/// What the tracker speaks.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    rendezvous: rendezvous::server::Behaviour,
+    directory: request_response::Behaviour<LimitedBytes>,
+    directory_push: request_response::Behaviour<LimitedBytes>,
+    relay: relay::Behaviour,
+}
+
+/// Peers connected now, shared with the API.
+pub type Connected = Arc<Mutex<HashSet<PeerId>>>;
+
+/// The running tracker.
+pub struct Tracker {
+    swarm: Swarm<Behaviour>,
+    directory: Arc<Directory<LmdbStore>>,
+    connected: Connected,
+    /// The network each node registered a card for: who gets which pushes.
+    networks: HashMap<PeerId, NetworkId>,
+}
+
+fn relay_config() -> relay::Config {
+    // The relay is the real path between nodes whose NATs defeat hole punching, so its
+    // circuits must last and carry blocks, not just a handshake.
+    relay::Config {
+        max_circuit_duration: Duration::from_secs(24 * 3600),
+        max_circuit_bytes: 1 << 30,
+        ..relay::Config::default()
+    }
+}
+
+impl Tracker {
+    /// Builds the swarm and listens on `listen`; `external` addresses are announced as
+    /// the tracker's own (needed for the relay behind a public address).
+    pub fn new(
+        keypair: &Keypair,
+        listen: &[Multiaddr],
+        external: &[Multiaddr],
+        directory: Arc<Directory<LmdbStore>>,
+        connected: Connected,
+    ) -> anyhow::Result<Self> {
+        let key = libp2p_keypair(keypair);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_quic()
+            .with_behaviour(|key| Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                        .with_agent_version(format!(
+                            "raclette-tracker/{}",
+                            env!("CARGO_PKG_VERSION")
+                        )),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(15)),
+                ),
+                rendezvous: rendezvous::server::Behaviour::new(
+                    rendezvous::server::Config::default().with_min_ttl(MIN_RENDEZVOUS_TTL_SECS),
+                ),
+                directory: request_response::Behaviour::with_codec(
+                    LimitedBytes {
+                        max_request: DirectoryRequest::MAX_BYTES,
+                        max_response: DirectoryResponse::MAX_BYTES,
+                    },
+                    [(StreamProtocol::new(wire::DIRECTORY_PROTOCOL), ProtocolSupport::Inbound)],
+                    request_response::Config::default(),
+                ),
+                directory_push: request_response::Behaviour::with_codec(
+                    LimitedBytes {
+                        max_request: DirectoryPush::MAX_BYTES,
+                        max_response: wire::DirectoryPushAck::MAX_BYTES,
+                    },
+                    [(
+                        StreamProtocol::new(wire::DIRECTORY_PUSH_PROTOCOL),
+                        ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default(),
+                ),
+                relay: relay::Behaviour::new(key.public().to_peer_id(), relay_config()),
+            })?
+            .with_swarm_config(|config| {
+                config.with_idle_connection_timeout(Duration::from_secs(3600))
+            })
+            .build();
+        for address in listen {
+            swarm.listen_on(address.clone())?;
+        }
+        for address in external {
+            swarm.add_external_address(address.clone());
+        }
+        Ok(Self { swarm, directory, connected, networks: HashMap::new() })
+    }
+
+    /// The tracker's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs forever.
+    pub async fn run(mut self) {
+        loop {
+            let event = self.swarm.select_next_some().await;
+            self.handle_event(event);
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(AddrProtocol::P2p(self.peer_id()));
+                // The line users copy into `--tracker`, and that scripts look for.
+                println!("tracker address: {full}");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.connected.lock().unwrap_or_else(|p| p.into_inner()).insert(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer_id);
+                self.networks.remove(&peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(
+                request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Request { request, channel, .. },
+                    ..
+                },
+            )) => {
+                let response = self.handle_request(peer, &request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .directory
+                    .send_response(channel, response.encode())
+                    .is_err()
+                {
+                    debug!(%peer, "directory answer not delivered: the node went away");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
+                warn!(%peer, %error, "refused a directory request");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::DirectoryPush(
+                request_response::Event::OutboundFailure { peer, error, .. },
+            )) => {
+                debug!(%peer, %error, "push not delivered");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(
+                rendezvous::server::Event::PeerRegistered { peer, registration },
+            )) => {
+                debug!(%peer, namespace = %registration.namespace, "rendezvous registration");
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers one directory request; accepted cards are pushed to the other nodes of
+    /// their network at once.
+    fn handle_request(&mut self, peer: PeerId, bytes: &[u8]) -> DirectoryResponse {
+        let refuse = |reason: String| DirectoryResponse::Refused { reason };
+        let request = match DirectoryRequest::decode(bytes) {
+            Ok(request) => request,
+            Err(error) => {
+                warn!(%peer, %error, "malformed directory request");
+                return refuse(format!("malformed request: {error}"));
+            }
+        };
+        let result = match request {
+            DirectoryRequest::Register(card) => self.register(peer, card),
+            DirectoryRequest::List { network, after, limit } => {
+                let limit = (limit as usize).min(MAX_CARDS_PER_PAGE);
+                self.directory
+                    .list(&network, after.as_deref(), limit)
+                    .map(|(cards, more)| DirectoryResponse::Cards { cards, more })
+            }
+            DirectoryRequest::Lookup { network, name } => {
+                self.directory.lookup(&network, &name).map(|card| DirectoryResponse::Cards {
+                    cards: card.into_iter().collect(),
+                    more: false,
+                })
+            }
+        };
+        result.unwrap_or_else(|error| {
+            warn!(%error, "directory store failed");
+            refuse("the tracker could not read its directory".into())
+        })
+    }
+
+    fn register(
+        &mut self,
+        peer: PeerId,
+        card: PeerCard,
+    ) -> Result<DirectoryResponse, raclette_node::store::StoreError> {
+        let Some(sender) = key_of(&peer) else {
+            return Ok(DirectoryResponse::Refused {
+                reason: "only secp256k1 peer ids can hold names".into(),
+            });
+        };
+        match self.directory.register(&sender, &card)? {
+            Ok(outcome) => {
+                self.networks.insert(peer, card.network);
+                if outcome != Registered::Unchanged {
+                    info!(name = %card.name, %peer, ?outcome, "card accepted");
+                    self.push(peer, &card);
+                }
+                Ok(DirectoryResponse::Registered)
+            }
+            Err(refusal) => {
+                warn!(name = %card.name, %peer, %refusal, "card refused");
+                Ok(DirectoryResponse::Refused { reason: refusal.to_string() })
+            }
+        }
+    }
+
+    /// Sends `card` to every connected node of its network but its owner.
+    fn push(&mut self, owner: PeerId, card: &PeerCard) {
+        let bytes = DirectoryPush { cards: vec![card.clone()] }.encode();
+        let targets: Vec<PeerId> = self
+            .networks
+            .iter()
+            .filter(|(p, n)| **p != owner && **n == card.network)
+            .map(|(p, _)| *p)
+            .collect();
+        for target in targets {
+            self.swarm.behaviour_mut().directory_push.send_request(&target, bytes.clone());
+        }
+    }
+}

@@ -195,7 +195,7 @@ impl TipDiff {
 }
 
 /// One tip change equivalent to several in sequence.
-fn merge_changes(changes: impl IntoIterator<Item = TipChange>) -> Option<TipChange> {
+pub fn merge_changes(changes: impl IntoIterator<Item = TipChange>) -> Option<TipChange> {
     let mut changes = changes.into_iter();
     let first = changes.next()?;
     let previous_tip = first.previous_tip;
@@ -573,6 +573,83 @@ impl<S: Store> Chain<S> {
         let reader = self.store.reader()?;
         let Some(hash) = reader.tx_block(txid)? else { return Ok(None) };
         Ok(reader.entry(&hash)?.map(|entry| entry.height()))
+    }
+
+    /// A block locator for the best chain: the tip, then each of the nine blocks below,
+    /// then steps doubling in size, and genesis last (at most 64 hashes).
+    pub fn locator(&self) -> Result<Vec<BlockHash>, StoreError> {
+        let reader = self.store.reader()?;
+        let mut hashes = Vec::new();
+        let mut height = self.state.tip.height();
+        let mut step = 1u64;
+        loop {
+            if let Some(hash) = reader.best_hash_at(height)? {
+                hashes.push(hash);
+            }
+            if height == 0 || hashes.len() >= raclette_protocol::wire::MAX_LOCATOR_HASHES - 1 {
+                break;
+            }
+            if hashes.len() >= 10 {
+                step *= 2;
+            }
+            height = height.saturating_sub(step);
+        }
+        if hashes.last() != Some(&self.rules.params.genesis().hash()) {
+            hashes.push(self.rules.params.genesis().hash());
+        }
+        Ok(hashes)
+    }
+
+    /// Up to `limit` best-chain headers following the first locator hash that is on the
+    /// best chain (genesis if none is).
+    pub fn headers_after(
+        &self,
+        locator: &[BlockHash],
+        limit: usize,
+    ) -> Result<Vec<raclette_protocol::BlockHeader>, StoreError> {
+        let reader = self.store.reader()?;
+        let mut start = 0;
+        for hash in locator {
+            if let Some(entry) = reader.entry(hash)? {
+                if reader.is_on_best_chain(&entry)? {
+                    start = entry.height();
+                    break;
+                }
+            }
+        }
+        let top = self.state.tip.height().min(start.saturating_add(limit as u64));
+        let mut headers = Vec::new();
+        for height in start + 1..=top {
+            let hash = reader
+                .best_hash_at(height)?
+                .ok_or_else(|| corrupt(format!("no best block at {height}")))?;
+            let entry =
+                reader.entry(&hash)?.ok_or_else(|| corrupt(format!("missing entry {hash}")))?;
+            headers.push(entry.header);
+        }
+        Ok(headers)
+    }
+
+    /// Stored blocks by hash, in the order asked, skipping unknown ones.
+    pub fn blocks_by_hash(&self, hashes: &[BlockHash]) -> Result<Vec<Block>, StoreError> {
+        let reader = self.store.reader()?;
+        let mut blocks = Vec::new();
+        for hash in hashes {
+            if let Some(block) = reader.block(hash)? {
+                blocks.push(block);
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// The chain status peers exchange on connect.
+    pub fn status(&self) -> raclette_protocol::wire::ChainStatus {
+        raclette_protocol::wire::ChainStatus {
+            network: self.rules.network,
+            height: self.state.tip.height(),
+            tip: self.state.tip.hash(),
+            work: self.state.tip.work,
+        }
     }
 
     /// What the next block on the tip must carry.

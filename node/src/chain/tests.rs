@@ -732,3 +732,28 @@ fn given_batch_whose_reorg_hits_an_invalid_block_then_prefix_redone_and_branch_m
     ));
     assert_eq!(chain.account(&alice.public()).unwrap().balance, Amount::from_units(3 * reward()));
 }
+
+#[test]
+fn given_long_chain_when_locating_then_dense_near_tip_sparse_below_and_genesis_last() {
+    let mut chain = new_chain();
+    extend(&mut chain, &keypair("m"), 100);
+    let locator = chain.locator().unwrap();
+    let heights: Vec<u64> =
+        locator.iter().map(|h| chain.block(h).unwrap().unwrap().0.height()).collect();
+    assert_eq!(&heights[..10], &[100, 99, 98, 97, 96, 95, 94, 93, 92, 91]);
+    assert_eq!(*heights.last().unwrap(), 0);
+    assert!(heights.windows(2).all(|w| w[0] > w[1]));
+    assert!(heights.len() < 30);
+}
+
+#[test]
+fn given_peer_locator_on_a_fork_when_serving_headers_then_from_the_fork_point() {
+    let mut chain = new_chain();
+    extend(&mut chain, &keypair("m"), 20);
+    let fork_point = chain.block_at(12).unwrap().unwrap().1.hash();
+    let unknown = BlockHash::from_bytes([7; 32]);
+    let headers = chain.headers_after(&[unknown, fork_point], 5).unwrap();
+    assert_eq!(headers.iter().map(|h| h.height).collect::<Vec<_>>(), vec![13, 14, 15, 16, 17]);
+    assert_eq!(headers[0].prev, fork_point);
+    assert_eq!(chain.headers_after(&[tip_hash(&chain)], 5).unwrap(), vec![]);
+}

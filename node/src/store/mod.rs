@@ -11,7 +11,7 @@ pub mod typed;
 
 use std::ops::Bound;
 
-pub use lmdb::LmdbStore;
+pub use lmdb::{LmdbReader, LmdbStore, LmdbWriter};
 pub use memory::MemoryStore;
 pub use typed::{
     Account, BlockEntry, BlockStatus, InboxRecord, MempoolRecord, StoreRead, StoreWrite, Undo,

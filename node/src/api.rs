@@ -1,0 +1,181 @@
+//! The local JSON API: the REPL's operations over HTTP, so scripts, tests and a block
+//! explorer can drive a node without a terminal. Amounts are decimal strings; hashes and
+//! keys lowercase hex; every error is a 4xx with `{"error": "one clear sentence"}`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use raclette_protocol::{Amount, BlockHash};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::node::{BlockId, NodeHandle, Request, UserError};
+
+/// The most blocks one `GET /api/blocks` returns.
+pub const MAX_BLOCKS_PER_PAGE: usize = 500;
+
+/// An API error: status and one sentence.
+struct ApiError(StatusCode, String);
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        let status = match error {
+            UserError::Invalid(_) => StatusCode::BAD_REQUEST,
+            UserError::NotFound(_) => StatusCode::NOT_FOUND,
+            UserError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(value: T) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+/// The routes.
+pub fn router(node: NodeHandle) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/whoami", get(whoami))
+        .route("/api/peers", get(peers))
+        .route("/api/balance", get(own_balance))
+        .route("/api/balance/{name}", get(balance))
+        .route("/api/inbox", get(inbox))
+        .route("/api/mempool", get(mempool))
+        .route("/api/blocks", get(blocks))
+        .route("/api/block/{id}", get(block))
+        .route("/api/send", post(send))
+        .route("/api/mine", post(mine))
+        .route("/api/shutdown", post(shutdown))
+        .fallback(|| async {
+            ApiError(StatusCode::NOT_FOUND, "no such endpoint; see the README's API table".into())
+        })
+        .with_state(node)
+}
+
+/// Binds `address` and serves until the process ends; returns the bound address.
+pub async fn serve(address: SocketAddr, node: NodeHandle) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router(node)).await {
+            tracing::error!(%error, "the API stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn status(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(Request::Status).await?)
+}
+
+async fn whoami(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(Request::WhoAmI).await?)
+}
+
+async fn peers(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(Request::Peers).await?)
+}
+
+async fn own_balance(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(|reply| Request::Balance { name: None, reply }).await??)
+}
+
+async fn balance(State(node): State<NodeHandle>, Path(name): Path<String>) -> ApiResult {
+    ok(node.ask(|reply| Request::Balance { name: Some(name), reply }).await??)
+}
+
+async fn inbox(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(Request::Inbox).await?)
+}
+
+async fn mempool(State(node): State<NodeHandle>) -> ApiResult {
+    ok(node.ask(Request::Mempool).await?)
+}
+
+#[derive(Deserialize)]
+struct BlocksQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn blocks(State(node): State<NodeHandle>, Query(query): Query<BlocksQuery>) -> ApiResult {
+    let limit = query.limit.unwrap_or(20).min(MAX_BLOCKS_PER_PAGE);
+    ok(node.ask(|reply| Request::Blocks { from: query.from, limit, reply }).await?)
+}
+
+/// A height or a 64-digit hash.
+pub fn parse_block_id(text: &str) -> Result<BlockId, UserError> {
+    if let Ok(height) = text.parse::<u64>() {
+        return Ok(BlockId::Height(height));
+    }
+    text.parse::<BlockHash>()
+        .map(BlockId::Hash)
+        .map_err(|_| UserError::Invalid(format!("'{text}' is neither a height nor a block hash")))
+}
+
+async fn block(State(node): State<NodeHandle>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_block_id(&id)?;
+    ok(node.ask(|reply| Request::Block { id, reply }).await??)
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    to: String,
+    amount: String,
+    #[serde(default)]
+    message: String,
+    fee: Option<String>,
+}
+
+fn parse_amount(what: &str, text: &str) -> Result<Amount, UserError> {
+    text.parse::<Amount>().map_err(|error| UserError::Invalid(format!("{what}: {error}")))
+}
+
+async fn send(
+    State(node): State<NodeHandle>,
+    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(|error| ApiError(StatusCode::BAD_REQUEST, error.body_text()))?;
+    let amount = parse_amount("amount", &body.amount)?;
+    let fee = body.fee.as_deref().map(|fee| parse_amount("fee", fee)).transpose()?;
+    let result = node
+        .ask(|reply| Request::Send { to: body.to, amount, message: body.message, fee, reply })
+        .await??;
+    ok(result)
+}
+
+#[derive(Deserialize)]
+struct MineBody {
+    #[serde(default = "one")]
+    blocks: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn mine(
+    State(node): State<NodeHandle>,
+    body: Result<Json<MineBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(|error| ApiError(StatusCode::BAD_REQUEST, error.body_text()))?;
+    ok(node.ask(|reply| Request::Mine { blocks: body.blocks, reply }).await??)
+}
+
+async fn shutdown(State(node): State<NodeHandle>) -> ApiResult {
+    node.ask(Request::Shutdown).await?;
+    ok(json!({ "status": "stopped" }))
+}

@@ -1,0 +1,372 @@
+//! The node's copy of the directory and its conversation with trackers: register a
+//! signed card, fetch the directory, take pushed cards, dial the peers it learns, and
+//! keep everything in LMDB so the node works from its copy while trackers are down.
+
+use std::collections::{HashMap, HashSet};
+
+use libp2p::{Multiaddr, PeerId};
+use raclette_protocol::directory::MAX_CARD_ADDRESSES;
+use raclette_protocol::wire::{
+    DirectoryPush, DirectoryPushAck, DirectoryRequest, DirectoryResponse, MAX_CARDS_PER_PAGE,
+};
+use raclette_protocol::{NetworkId, PeerCard, PublicKey, WireMessage};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::{Internal, Node, NodeExit, Notice, PeerView, now_ms};
+use crate::network::identity::{key_of, peer_id_of};
+use crate::network::{InboundRequest, Link, Penalty, Protocol, RequestError};
+use crate::store::{Store, StoreError, StoreRead, StoreWrite, Table, WriteTables};
+
+/// What a directory request was, to interpret its answer.
+#[derive(Debug, Clone)]
+pub(super) enum SentRequest {
+    /// Our card.
+    Register,
+    /// A page of the directory.
+    List,
+}
+
+/// One peer in the node's copy of the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// Its latest card.
+    pub card: PeerCard,
+    /// When it was last connected or announced, Unix ms.
+    pub last_seen_ms: u64,
+}
+
+/// The node's copy of the directory.
+#[derive(Debug)]
+pub(super) struct DirectoryBook {
+    own: PublicKey,
+    entries: HashMap<String, DirectoryEntry>,
+    by_key: HashMap<PublicKey, String>,
+    unsaved: HashSet<String>,
+    removed: HashSet<String>,
+    /// Addresses changed since the last registration.
+    stale_registration: bool,
+}
+
+impl DirectoryBook {
+    /// Loads the stored copy.
+    pub(super) fn load<R: StoreRead + ?Sized>(
+        reader: &R,
+        own: PublicKey,
+    ) -> Result<Self, StoreError> {
+        let mut book = Self {
+            own,
+            entries: HashMap::new(),
+            by_key: HashMap::new(),
+            unsaved: HashSet::new(),
+            removed: HashSet::new(),
+            stale_registration: false,
+        };
+        for entry in reader.values::<DirectoryEntry>(Table::Directory)? {
+            let name = entry.card.name.key();
+            book.by_key.insert(entry.card.key, name.clone());
+            book.entries.insert(name, entry);
+        }
+        Ok(book)
+    }
+
+    /// The name a key holds.
+    pub(super) fn name_of(&self, key: &PublicKey) -> Option<String> {
+        self.by_key
+            .get(key)
+            .and_then(|name| self.entries.get(name))
+            .map(|e| e.card.name.to_string())
+    }
+
+    /// Every known name, for completion.
+    pub(super) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.entries.values().map(|e| e.card.name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The card holding `name`, or a sentence naming the known peers.
+    pub(super) fn resolve(&self, name: &str) -> Result<PeerCard, String> {
+        if let Some(entry) = self.entries.get(&name.to_ascii_lowercase()) {
+            return Ok(entry.card.clone());
+        }
+        let known = self.names();
+        Err(if known.is_empty() {
+            format!("unknown peer '{name}': no peers known yet")
+        } else {
+            format!("unknown peer '{name}'; known peers: {}", known.join(", "))
+        })
+    }
+
+    /// Takes a card in (from a tracker); returns whether it was new or changed.
+    pub(super) fn merge(
+        &mut self,
+        card: PeerCard,
+        network: &NetworkId,
+        now: u64,
+    ) -> Result<bool, String> {
+        card.check(network).map_err(|error| error.to_string())?;
+        if card.key == self.own {
+            return Ok(false);
+        }
+        let name = card.name.key();
+        if let Some(existing) = self.entries.get(&name) {
+            if existing.card.key == card.key && existing.card.seq >= card.seq {
+                return Ok(false);
+            }
+        }
+        // The key may have held another name before: trackers let a key move.
+        if let Some(previous) = self.by_key.insert(card.key, name.clone()) {
+            if previous != name {
+                self.entries.remove(&previous);
+                self.removed.insert(previous);
+            }
+        }
+        if let Some(displaced) = self.entries.get(&name).map(|e| e.card.key) {
+            if displaced != card.key {
+                self.by_key.remove(&displaced);
+            }
+        }
+        self.removed.remove(&name);
+        self.entries.insert(name.clone(), DirectoryEntry { card, last_seen_ms: now });
+        self.unsaved.insert(name);
+        Ok(true)
+    }
+
+    /// Records that a peer was connected or disconnected just now.
+    pub(super) fn seen(&mut self, peer: &PeerId, now: u64) {
+        let Some(key) = key_of(peer) else { return };
+        if let Some(name) = self.by_key.get(&key) {
+            if let Some(entry) = self.entries.get_mut(name) {
+                entry.last_seen_ms = now;
+                self.unsaved.insert(name.clone());
+            }
+        }
+    }
+
+    /// Notes that our addresses changed: the card should be registered again.
+    pub(super) fn addresses_changed(&mut self) {
+        self.stale_registration = true;
+    }
+
+    /// Every peer with its connection state, by name.
+    pub(super) fn views(&self, connected: &HashMap<PeerId, Link>) -> Vec<PeerView> {
+        let mut views: Vec<PeerView> = self
+            .entries
+            .values()
+            .map(|entry| {
+                let peer = peer_id_of(&entry.card.key);
+                let link = connected.get(&peer).copied();
+                PeerView {
+                    name: entry.card.name.to_string(),
+                    key: entry.card.key.to_string(),
+                    peer_id: peer.to_string(),
+                    connected: link.is_some(),
+                    link: link.map(Link::as_str),
+                    addresses: entry.card.addresses.clone(),
+                    last_seen: entry.last_seen_ms,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        views
+    }
+
+    /// Every card, for dialling.
+    pub(super) fn cards(&self) -> impl Iterator<Item = &PeerCard> {
+        self.entries.values().map(|entry| &entry.card)
+    }
+
+    /// Writes what changed.
+    pub(super) fn persist<W: WriteTables + ?Sized>(
+        &mut self,
+        writer: &mut W,
+    ) -> Result<(), StoreError> {
+        for name in self.removed.drain() {
+            writer.delete(Table::Directory, name.as_bytes())?;
+        }
+        for name in self.unsaved.drain() {
+            if let Some(entry) = self.entries.get(&name) {
+                writer.put_value(Table::Directory, name.as_bytes(), entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_unsaved(&self) -> bool {
+        !self.unsaved.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// The multiaddrs of a card that parse.
+fn addresses_of(card: &PeerCard) -> Vec<Multiaddr> {
+    card.addresses.iter().filter_map(|text| text.parse().ok()).collect()
+}
+
+impl Node {
+    /// Dials every peer in the stored directory (works with no tracker at all).
+    pub(super) async fn dial_known_peers(&mut self) {
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .directory
+            .cards()
+            .map(|card| (peer_id_of(&card.key), addresses_of(card)))
+            .collect();
+        for (peer, addresses) in targets {
+            if !self.connected.contains_key(&peer) && !addresses.is_empty() {
+                self.client.dial(Some(peer), addresses).await;
+            }
+        }
+    }
+
+    /// Sends our card to a tracker, then asks for the directory.
+    pub(super) async fn register_with(&mut self, tracker: PeerId) {
+        let mut addresses: Vec<String> = self
+            .client
+            .addresses()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .filter(|text| text.len() <= raclette_protocol::directory::MAX_ADDRESS_BYTES)
+            .collect();
+        addresses.truncate(MAX_CARD_ADDRESSES);
+        let card = PeerCard::sign(
+            &self.keypair,
+            self.chain.network(),
+            self.config.name.clone(),
+            addresses,
+            now_ms(),
+        );
+        self.directory.stale_registration = false;
+        self.directory_request(tracker, SentRequest::Register, DirectoryRequest::Register(card));
+    }
+
+    fn directory_request(&self, tracker: PeerId, request: SentRequest, message: DirectoryRequest) {
+        let client = self.client.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = client.request(tracker, Protocol::Directory, message.encode()).await;
+            let _ = internal.send(Internal::DirectoryAnswer { tracker, request, result }).await;
+        });
+    }
+
+    fn list_directory(&self, tracker: PeerId, after: Option<String>) {
+        let request = DirectoryRequest::List {
+            network: self.chain.network(),
+            after,
+            limit: MAX_CARDS_PER_PAGE as u32,
+        };
+        self.directory_request(tracker, SentRequest::List, request);
+    }
+
+    pub(super) async fn on_directory_answer(
+        &mut self,
+        tracker: PeerId,
+        request: SentRequest,
+        result: Result<Vec<u8>, RequestError>,
+    ) {
+        let response = match result.map(|bytes| DirectoryResponse::decode(&bytes)) {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                warn!(%tracker, %error, "malformed answer from the tracker");
+                return;
+            }
+            Err(error) => {
+                debug!(%tracker, %error, ?request, "directory request failed");
+                return;
+            }
+        };
+        match (request, response) {
+            (SentRequest::Register, DirectoryResponse::Registered) => {
+                info!(%tracker, name = %self.config.name, "registered with the tracker");
+                self.list_directory(tracker, None);
+            }
+            (_, DirectoryResponse::Refused { reason }) => {
+                warn!(%tracker, %reason, "the tracker refused");
+                let reason =
+                    format!("the tracker refused the name '{}': {reason}", self.config.name);
+                self.notify(Notice::NameRefused { reason: reason.clone() });
+                self.exit = Some(NodeExit::NameRefused(reason));
+            }
+            (SentRequest::List, DirectoryResponse::Cards { cards, more }) => {
+                let after = cards.last().map(|card| card.name.key());
+                self.take_cards(cards, false).await;
+                if more {
+                    self.list_directory(tracker, after);
+                }
+            }
+            (request, response) => {
+                warn!(%tracker, ?request, ?response, "unexpected answer from the tracker")
+            }
+        }
+    }
+
+    /// Cards pushed by a tracker the moment it accepted them.
+    pub(super) async fn on_directory_push(&mut self, request: InboundRequest) {
+        let accepted = match DirectoryPush::decode(&request.bytes) {
+            Ok(push) => self.take_cards(push.cards, true).await,
+            Err(error) => {
+                self.client
+                    .penalize(
+                        request.peer,
+                        Penalty::LowTolerance,
+                        format!("malformed push: {error}"),
+                    )
+                    .await;
+                0
+            }
+        };
+        self.client.respond(request.token, DirectoryPushAck { accepted }.encode()).await;
+    }
+
+    /// Merges cards, dials the peers that are new or moved; returns how many changed.
+    async fn take_cards(&mut self, cards: Vec<PeerCard>, announce: bool) -> u32 {
+        let mut changed = 0;
+        let network = self.chain.network();
+        for card in cards {
+            let name = card.name.to_string();
+            match self.directory.merge(card.clone(), &network, now_ms()) {
+                Ok(true) => {
+                    changed += 1;
+                    if announce {
+                        self.notify(Notice::PeerJoined { name });
+                    }
+                    let peer = peer_id_of(&card.key);
+                    if !self.connected.contains_key(&peer) {
+                        self.client.dial(Some(peer), addresses_of(&card)).await;
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => warn!(%name, %error, "ignored an invalid card"),
+            }
+        }
+        self.persist_directory();
+        changed
+    }
+
+    fn persist_directory(&mut self) {
+        if !self.directory.has_unsaved() {
+            return;
+        }
+        let result = (|| {
+            let mut writer = self.chain.store().writer()?;
+            self.directory.persist(&mut writer)?;
+            writer.commit()
+        })();
+        if let Err(error) = result {
+            self.fatal(error);
+        }
+    }
+
+    /// Once a second: register again after an address change; save last-seen times.
+    pub(super) async fn directory_housekeeping(&mut self) {
+        if self.directory.stale_registration {
+            let connected: Vec<PeerId> =
+                self.trackers.iter().filter(|(_, up)| **up).map(|(p, _)| *p).collect();
+            for tracker in connected {
+                self.register_with(tracker).await;
+            }
+        }
+        self.persist_directory();
+    }
+}

@@ -1,0 +1,697 @@
+//! The node task: the one place where chain, mempool, miner, directory and network meet.
+//!
+//! It owns the chain and the mempool and handles, one at a time, requests from the REPL
+//! and the API, events from the network, and the results of work it spawned (requests
+//! in flight, the nonce search). Work that waits on the network runs in spawned tasks
+//! that post their result back here, so this loop never blocks on a peer.
+
+mod directory;
+mod mining;
+mod sync;
+mod transfers;
+pub mod views;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::gossipsub::MessageAcceptance;
+use libp2p::{Multiaddr, PeerId};
+use raclette_protocol::{
+    Amount, Block, Keypair, NetworkParams, PeerName, PublicKey, Transaction, TxId, WireMessage,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::chain::{Chain, ImportError, Placement, TipChange};
+use crate::mempool::Mempool;
+use crate::network::{
+    self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Topic,
+};
+use crate::store::{InboxRecord, LmdbStore, Store, StoreError, StoreRead, Table};
+use directory::DirectoryBook;
+use mining::MiningSession;
+use sync::SyncState;
+pub use views::*;
+
+/// Capacity of the request channel from the REPL and the API.
+pub const REQUEST_CAPACITY: usize = 256;
+/// Capacity of the notice channel to the REPL (a slow reader misses old notices).
+const NOTICE_CAPACITY: usize = 1024;
+/// How often pending mempool changes are written.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// The fee a `send` pays when none is given: 0.001 coin.
+pub const DEFAULT_FEE: Amount = Amount::from_units(100_000);
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's name in the directory.
+    pub name: PeerName,
+    /// Data directory: key file, store, REPL history.
+    pub data_dir: PathBuf,
+    /// The network.
+    pub params: NetworkParams,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Trackers, each with `/p2p/<PeerId>`.
+    pub trackers: Vec<Multiaddr>,
+    /// Extra addresses to announce (a forwarded port).
+    pub external: Vec<Multiaddr>,
+    /// Mining threads.
+    pub threads: usize,
+}
+
+/// Results of spawned work, posted back to the node task.
+enum Internal {
+    /// A direct send finished.
+    DirectAnswer {
+        txid: TxId,
+        to_name: String,
+        result: Result<Vec<u8>, network::RequestError>,
+        reply: Option<oneshot::Sender<Result<SendView, UserError>>>,
+    },
+    /// A sync request finished.
+    SyncAnswer {
+        peer: PeerId,
+        request: sync::SentRequest,
+        result: Result<Vec<u8>, network::RequestError>,
+    },
+    /// A directory request finished.
+    DirectoryAnswer {
+        tracker: PeerId,
+        request: directory::SentRequest,
+        result: Result<Vec<u8>, network::RequestError>,
+    },
+    /// The nonce search ended (found, or stopped).
+    Solved { job: u64, block: Box<Block>, solved: bool },
+}
+
+/// A running node's handles: send it requests, hear its notices.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Requests to the node task.
+    pub requests: mpsc::Sender<Request>,
+    /// Subscribe for notices.
+    pub notices: broadcast::Sender<Notice>,
+    /// The node's PeerId.
+    pub peer_id: PeerId,
+}
+
+impl NodeHandle {
+    /// Sends a request built around a reply channel and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, UserError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| UserError::Unavailable("the node has stopped".into()))?;
+        answer.await.map_err(|_| UserError::Unavailable("the node has stopped".into()))
+    }
+}
+
+/// The time now, Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key file.
+    #[error(transparent)]
+    Key(#[from] crate::network::identity::KeyFileError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The network.
+    #[error(transparent)]
+    Network(#[from] crate::network::StartError),
+}
+
+/// The node task.
+pub struct Node {
+    config: NodeConfig,
+    keypair: Keypair,
+    peer_id: PeerId,
+    chain: Chain<LmdbStore>,
+    mempool: Mempool,
+    client: Client,
+    internal: mpsc::Sender<Internal>,
+    internal_rx: mpsc::Receiver<Internal>,
+    notices: broadcast::Sender<Notice>,
+    directory: DirectoryBook,
+    connected: HashMap<PeerId, Link>,
+    trackers: HashMap<PeerId, bool>,
+    sync: SyncState,
+    mining: Option<MiningSession>,
+    next_job: u64,
+    notified: HashSet<TxId>,
+    /// Set when the node must stop on its own (its name was refused).
+    exit: Option<NodeExit>,
+}
+
+/// Why the node task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeExit {
+    /// Asked to (`quit`, Ctrl-D, a signal).
+    Shutdown,
+    /// A tracker refused the node's name.
+    NameRefused(String),
+}
+
+/// Starts the node: opens the key and the store, builds the network, spawns the network
+/// event loop and the node task. Returns the handle and the task to await.
+pub fn start(
+    config: NodeConfig,
+) -> Result<(NodeHandle, tokio::task::JoinHandle<NodeExit>), StartError> {
+    let keypair = crate::network::identity::load_or_create(&config.data_dir.join("node.key"))?;
+    let peer_id = crate::network::identity::peer_id_of(&keypair.public());
+    let store = LmdbStore::open(&config.data_dir.join("store"))?;
+    let chain = Chain::open(store, config.params.clone(), Some(keypair.public()))?;
+    let mempool = Mempool::load(chain.network(), &chain.store().reader()?)?;
+    let directory = DirectoryBook::load(&chain.store().reader()?, keypair.public())?;
+    let notified = chain
+        .store()
+        .reader()?
+        .values::<InboxRecord>(Table::Inbox)?
+        .iter()
+        .map(|r| r.transfer.txid())
+        .collect();
+    let (client, events, event_loop) = network::new(NetworkConfig {
+        keypair: keypair.clone(),
+        network: chain.network(),
+        listen: config.listen.clone(),
+        trackers: config.trackers.clone(),
+        external: config.external.clone(),
+    })?;
+    tokio::spawn(event_loop.run());
+    let (requests, request_rx) = mpsc::channel(REQUEST_CAPACITY);
+    let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
+    let (internal, internal_rx) = mpsc::channel(REQUEST_CAPACITY);
+    let trackers =
+        config.trackers.iter().filter_map(network::peer_of).map(|peer| (peer, false)).collect();
+    info!(
+        network = %chain.network(),
+        height = chain.tip().height(),
+        tip = %chain.tip().hash(),
+        mempool = mempool.len(),
+        "opened the chain"
+    );
+    let node = Node {
+        config,
+        keypair,
+        peer_id,
+        chain,
+        mempool,
+        client,
+        internal,
+        internal_rx,
+        notices: notices.clone(),
+        directory,
+        connected: HashMap::new(),
+        trackers,
+        sync: SyncState::default(),
+        mining: None,
+        next_job: 0,
+        notified,
+        exit: None,
+    };
+    let task = tokio::spawn(node.run(request_rx, events));
+    Ok((NodeHandle { requests, notices, peer_id }, task))
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut events: mpsc::Receiver<NetworkEvent>,
+    ) -> NodeExit {
+        self.dial_known_peers().await;
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if let Some(exit) = self.exit.take() {
+                self.shut_down();
+                return exit;
+            }
+            tokio::select! {
+                Some(request) = requests.recv() => {
+                    if let Request::Shutdown(done) = request {
+                        self.shut_down();
+                        let _ = done.send(());
+                        return NodeExit::Shutdown;
+                    }
+                    self.handle_request(request).await;
+                }
+                Some(event) = events.recv() => self.handle_network_event(event).await,
+                Some(message) = self.internal_rx.recv() => self.handle_internal(message).await,
+                _ = flush.tick() => self.flush(),
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(session) = &self.mining {
+            session.stop();
+        }
+        self.flush();
+        info!("node stopped");
+    }
+
+    /// A store failure: the node cannot trust its state any more.
+    fn fatal(&self, error: StoreError) -> ! {
+        error!(%error, "storage failed; stopping");
+        eprintln!("raclette-node: storage failed: {error}");
+        std::process::exit(1);
+    }
+
+    fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    fn flush(&mut self) {
+        if !self.mempool.has_unsaved() {
+            return;
+        }
+        let result = (|| {
+            let mut writer = self.chain.store().writer()?;
+            self.mempool.flush(&mut writer)?;
+            crate::store::WriteTables::commit(writer)
+        })();
+        if let Err(error) = result {
+            self.fatal(error);
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.report_mining_rate();
+        self.sync_housekeeping().await;
+        self.directory_housekeeping().await;
+    }
+
+    /// A peer's display name: its directory name, or the start of its key.
+    fn name_of(&self, key: &PublicKey) -> String {
+        if *key == self.keypair.public() {
+            return self.config.name.to_string();
+        }
+        self.directory.name_of(key).unwrap_or_else(|| key.short())
+    }
+
+    async fn handle_network_event(&mut self, event: NetworkEvent) {
+        match event {
+            NetworkEvent::Listening(address) => {
+                // The line users copy to reach this node, and that scripts look for.
+                println!("node address: {address}");
+                self.directory.addresses_changed();
+            }
+            NetworkEvent::PeerConnected { peer, link } => {
+                let first = self.connected.insert(peer, link).is_none();
+                self.directory.seen(&peer, now_ms());
+                if first {
+                    self.on_peer_connected(peer).await;
+                }
+            }
+            NetworkEvent::PeerDisconnected { peer } => {
+                self.connected.remove(&peer);
+                self.directory.seen(&peer, now_ms());
+                self.sync.peer_gone(&peer);
+            }
+            NetworkEvent::TrackerConnected(tracker) => {
+                self.trackers.insert(tracker, true);
+                self.register_with(tracker).await;
+            }
+            NetworkEvent::TrackerDisconnected(tracker) => {
+                self.trackers.insert(tracker, false);
+            }
+            NetworkEvent::Gossip { source, message_id, topic, data } => {
+                let acceptance = match topic {
+                    Topic::Transactions => self.on_gossip_transfer(source, &data).await,
+                    Topic::Blocks => self.on_gossip_block(source, &data).await,
+                };
+                self.client.validate(message_id, source, acceptance).await;
+            }
+            NetworkEvent::Request(request) => match request.protocol {
+                InboundProtocol::Direct => self.on_direct_request(request).await,
+                InboundProtocol::Sync => self.on_sync_request(request).await,
+                InboundProtocol::DirectoryPush => self.on_directory_push(request).await,
+            },
+        }
+    }
+
+    async fn on_peer_connected(&mut self, peer: PeerId) {
+        self.request_status(peer).await;
+        self.deliver_outbox_to(peer).await;
+    }
+
+    async fn handle_internal(&mut self, message: Internal) {
+        match message {
+            Internal::DirectAnswer { txid, to_name, result, reply } => {
+                self.on_direct_answer(txid, to_name, result, reply).await;
+            }
+            Internal::SyncAnswer { peer, request, result } => {
+                self.on_sync_answer(peer, request, result).await
+            }
+            Internal::DirectoryAnswer { tracker, request, result } => {
+                self.on_directory_answer(tracker, request, result).await;
+            }
+            Internal::Solved { job, block, solved } => self.on_solved(job, *block, solved).await,
+        }
+    }
+
+    /// Imports a block from a peer (gossip or sync) and says how gossip should treat it.
+    async fn on_gossip_block(&mut self, source: PeerId, data: &[u8]) -> MessageAcceptance {
+        let block = match Block::decode(data) {
+            Ok(block) => block,
+            Err(error) => {
+                self.client
+                    .penalize(source, Penalty::LowTolerance, format!("malformed block: {error}"))
+                    .await;
+                return MessageAcceptance::Reject;
+            }
+        };
+        let height = block.header.height;
+        match self.chain.import_block(block, now_ms()) {
+            Ok(imported) => {
+                let placement = imported.placement.clone();
+                if let Some(change) = imported.tip_change {
+                    self.on_tip_change(change).await;
+                }
+                match placement {
+                    Placement::BestChain | Placement::SideChain => MessageAcceptance::Accept,
+                    Placement::Orphan { missing } => {
+                        info!(%source, height, %missing, "block with unknown parent: fetching its ancestors");
+                        self.sync_from(source).await;
+                        MessageAcceptance::Ignore
+                    }
+                    Placement::AlreadyKnown => MessageAcceptance::Ignore,
+                }
+            }
+            Err(ImportError::Store(error)) => self.fatal(error),
+            Err(error) => {
+                warn!(%source, height, %error, "rejected a block");
+                if error.is_peer_fault() {
+                    self.client
+                        .penalize(source, Penalty::LowTolerance, format!("invalid block: {error}"))
+                        .await;
+                    MessageAcceptance::Reject
+                } else {
+                    MessageAcceptance::Ignore
+                }
+            }
+        }
+    }
+
+    /// Follows a move of the best chain: mempool, inbox notices, the miner, the user.
+    async fn on_tip_change(&mut self, change: TipChange) {
+        let reader = match self.chain.store().reader() {
+            Ok(reader) => reader,
+            Err(error) => self.fatal(error),
+        };
+        if let Err(error) = self.mempool.apply_tip_change(&change, &reader, now_ms()) {
+            self.fatal(error);
+        }
+        drop(reader);
+        if change.is_reorg() {
+            info!(
+                disconnected = change.disconnected.len(),
+                connected = change.connected.len(),
+                "chain reorganised"
+            );
+            self.notify(Notice::Reorganized {
+                disconnected: change.disconnected.len(),
+                connected: change.connected.len(),
+            });
+        }
+        let own = self.keypair.public();
+        for block in &change.connected {
+            let miner = block.coinbase().map(|c| c.to);
+            if miner != Some(own) && !self.sync.is_active() {
+                let name = miner.map_or_else(|| "someone".into(), |key| self.name_of(&key));
+                self.notify(Notice::BlockFromPeer { miner: name, height: block.header.height });
+            }
+            for tx in &block.transactions {
+                if let Transaction::Transfer(transfer) = tx {
+                    if transfer.to == own {
+                        self.announce_received(transfer);
+                    }
+                }
+            }
+        }
+        self.mining_on_tip_change();
+    }
+
+    /// Tells the user about a transfer to them, once.
+    fn announce_received(&mut self, transfer: &raclette_protocol::Transfer) {
+        if !self.notified.insert(transfer.txid()) {
+            return;
+        }
+        let text = self.read_message(transfer);
+        self.notify(Notice::Received {
+            from: self.name_of(&transfer.from),
+            amount: transfer.amount,
+            text,
+        });
+    }
+
+    /// The decrypted text of a transfer this node is party to.
+    fn read_message(&self, transfer: &raclette_protocol::Transfer) -> String {
+        match raclette_protocol::encryption::decrypt(
+            &self.keypair,
+            &transfer.from,
+            &transfer.to,
+            &transfer.message,
+        ) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => "(unreadable)".into(),
+        }
+    }
+
+    async fn handle_request(&mut self, request: Request) {
+        match request {
+            Request::Status(reply) => {
+                let _ = reply.send(self.status_view());
+            }
+            Request::WhoAmI(reply) => {
+                let addresses =
+                    self.client.addresses().await.iter().map(ToString::to_string).collect();
+                let (confirmed, pending) = self.balances(&self.keypair.public());
+                let _ = reply.send(WhoAmIView {
+                    name: self.config.name.to_string(),
+                    peer_id: self.peer_id.to_string(),
+                    key: self.keypair.public().to_string(),
+                    addresses,
+                    confirmed: confirmed.to_string(),
+                    pending: pending.to_string(),
+                });
+            }
+            Request::Peers(reply) => {
+                let _ = reply.send(self.directory.views(&self.connected));
+            }
+            Request::Send { to, amount, message, fee, reply } => {
+                self.send_transfer(to, amount, message, fee.unwrap_or(DEFAULT_FEE), reply).await;
+            }
+            Request::Mine { blocks, reply } => self.start_mining(blocks, reply),
+            Request::Balance { name, reply } => {
+                let _ = reply.send(self.balance_view(name));
+            }
+            Request::Inbox(reply) => {
+                let _ = reply.send(self.inbox_view());
+            }
+            Request::Mempool(reply) => {
+                let _ = reply.send(self.mempool_view());
+            }
+            Request::Blocks { from, limit, reply } => {
+                let _ = reply.send(self.blocks_view(from, limit));
+            }
+            Request::Block { id, reply } => {
+                let _ = reply.send(self.block_view(id));
+            }
+            Request::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn status_view(&self) -> StatusView {
+        let tip = self.chain.tip();
+        let target = tip.header.bits.to_target().unwrap_or(raclette_protocol::Target::MAX);
+        StatusView {
+            name: self.config.name.to_string(),
+            network: self.chain.network().to_string(),
+            network_name: self.chain.params().name.clone(),
+            height: tip.height(),
+            tip: tip.hash().to_string(),
+            work: tip.work.to_string(),
+            difficulty: target.difficulty(self.chain.params().pow_limit()),
+            peers: self.connected.len(),
+            syncing: self.sync.is_active(),
+            best_known_height: self.sync.best_known_height().max(tip.height()),
+            trackers: self
+                .trackers
+                .iter()
+                .map(|(peer, connected)| TrackerView {
+                    peer_id: peer.to_string(),
+                    connected: *connected,
+                })
+                .collect(),
+            mempool: self.mempool.len(),
+            mining: self.mining.is_some(),
+        }
+    }
+
+    /// Confirmed balance, and the balance once pending transfers are mined.
+    fn balances(&self, key: &PublicKey) -> (Amount, Amount) {
+        let confirmed = match self.chain.account(key) {
+            Ok(account) => account.balance,
+            Err(error) => self.fatal(error),
+        };
+        let (incoming, outgoing) = self.mempool.pending_for(key);
+        let pending = confirmed
+            .checked_add(incoming)
+            .unwrap_or(Amount::MAX)
+            .checked_sub(outgoing)
+            .unwrap_or(Amount::ZERO);
+        (confirmed, pending)
+    }
+
+    fn balance_view(&self, name: Option<String>) -> Result<BalanceView, UserError> {
+        let (name, key) = match name {
+            None => (self.config.name.to_string(), self.keypair.public()),
+            Some(name) if name.eq_ignore_ascii_case(self.config.name.as_str()) => {
+                (name, self.keypair.public())
+            }
+            Some(name) => {
+                let key = self.directory.resolve(&name).map_err(UserError::NotFound)?.key;
+                (name, key)
+            }
+        };
+        let (confirmed, pending) = self.balances(&key);
+        Ok(BalanceView { name, confirmed: confirmed.to_string(), pending: pending.to_string() })
+    }
+
+    fn inbox_view(&self) -> Vec<InboxItem> {
+        let records =
+            match self.chain.store().reader().and_then(|r| r.values::<InboxRecord>(Table::Inbox)) {
+                Ok(records) => records,
+                Err(error) => self.fatal(error),
+            };
+        let mut items: Vec<InboxItem> = records
+            .iter()
+            .map(|record| {
+                let transfer = &record.transfer;
+                let txid = transfer.txid();
+                InboxItem {
+                    txid: txid.to_string(),
+                    from: self.name_of(&transfer.from),
+                    amount: transfer.amount.to_string(),
+                    message: self.read_message(transfer),
+                    height: self
+                        .chain
+                        .confirmation_height(&txid)
+                        .unwrap_or_else(|error| self.fatal(error)),
+                    received: record.received_ms,
+                }
+            })
+            .collect();
+        items.sort_by_key(|item| item.received);
+        items
+    }
+
+    fn mempool_view(&self) -> Vec<MempoolItem> {
+        let mut records: Vec<_> = self.mempool.iter().collect();
+        records.sort_by_key(|(_, record)| record.received_ms);
+        records
+            .into_iter()
+            .map(|(txid, record)| MempoolItem {
+                txid: txid.to_string(),
+                from: self.name_of(&record.transfer.from),
+                to: self.name_of(&record.transfer.to),
+                amount: record.transfer.amount.to_string(),
+                fee: record.transfer.fee.to_string(),
+            })
+            .collect()
+    }
+
+    fn miner_of(&self, block: &Block) -> String {
+        block.coinbase().map_or_else(|| "?".into(), |coinbase| self.name_of(&coinbase.to))
+    }
+
+    fn blocks_view(&self, from: Option<u64>, limit: usize) -> Vec<BlockSummary> {
+        let top = from.unwrap_or(self.chain.tip().height()).min(self.chain.tip().height());
+        let blocks =
+            self.chain.blocks_down_from(top, limit).unwrap_or_else(|error| self.fatal(error));
+        blocks
+            .iter()
+            .map(|(entry, block)| BlockSummary {
+                height: entry.height(),
+                hash: entry.hash().to_string(),
+                miner: self.miner_of(block),
+                txs: block.transactions.len(),
+                time: entry.header.time_ms,
+            })
+            .collect()
+    }
+
+    fn block_view(&self, id: BlockId) -> Result<BlockView, UserError> {
+        let found = match id {
+            BlockId::Height(height) => self.chain.block_at(height),
+            BlockId::Hash(hash) => self.chain.block(&hash),
+        }
+        .unwrap_or_else(|error| self.fatal(error));
+        let (entry, block) =
+            found.ok_or_else(|| UserError::NotFound(format!("no block {}", describe(&id))))?;
+        let best_chain = self
+            .chain
+            .block_at(entry.height())
+            .ok()
+            .flatten()
+            .is_some_and(|(e, _)| e.hash() == entry.hash());
+        let own = self.keypair.public();
+        let transactions = block
+            .transactions
+            .iter()
+            .map(|tx| match tx {
+                Transaction::Coinbase(coinbase) => TxView {
+                    txid: tx.txid().to_string(),
+                    kind: "coinbase",
+                    from: None,
+                    to: self.name_of(&coinbase.to),
+                    amount: coinbase.amount.to_string(),
+                    fee: None,
+                    message: Some(String::from_utf8_lossy(&coinbase.memo).into_owned()),
+                },
+                Transaction::Transfer(transfer) => TxView {
+                    txid: tx.txid().to_string(),
+                    kind: "transfer",
+                    from: Some(self.name_of(&transfer.from)),
+                    to: self.name_of(&transfer.to),
+                    amount: transfer.amount.to_string(),
+                    fee: Some(transfer.fee.to_string()),
+                    message: (transfer.from == own || transfer.to == own)
+                        .then(|| self.read_message(transfer)),
+                },
+            })
+            .collect();
+        Ok(BlockView {
+            height: entry.height(),
+            hash: entry.hash().to_string(),
+            prev: entry.header.prev.to_string(),
+            miner: self.miner_of(&block),
+            time: entry.header.time_ms,
+            bits: entry.header.bits.to_string(),
+            nonce: entry.header.nonce,
+            best_chain,
+            transactions,
+        })
+    }
+}
+
+fn describe(id: &BlockId) -> String {
+    match id {
+        BlockId::Height(height) => format!("at height {height}"),
+        BlockId::Hash(hash) => hash.to_string(),
+    }
+}

@@ -1,0 +1,489 @@
+//! Catching up: a status handshake on every connection, then headers first from the
+//! peer with the most work, then blocks in pages from every peer that has them, imported
+//! in order, one store transaction per batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use raclette_protocol::wire::{
+    ChainStatus, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_RESPONSE, SyncRequest, SyncResponse,
+};
+use raclette_protocol::{Block, BlockHash, BlockHeader, WireMessage};
+use tracing::{debug, info, warn};
+
+use super::{Internal, Node, Notice, now_ms};
+use crate::chain::ImportError;
+use crate::chain::validate::check_proof_of_work;
+use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
+
+/// Block requests in flight per peer.
+const REQUESTS_PER_PEER: usize = 2;
+/// A block request older than this is given to another peer.
+const BLOCK_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What a sync request was, to interpret its answer.
+#[derive(Debug, Clone)]
+pub(super) enum SentRequest {
+    /// The handshake.
+    Status,
+    /// Headers after our locator.
+    Headers,
+    /// These blocks.
+    Blocks(Vec<BlockHash>),
+}
+
+/// Where catching up stands.
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// The last status each peer announced.
+    statuses: HashMap<PeerId, ChainStatus>,
+    phase: Phase,
+}
+
+#[derive(Debug, Default)]
+enum Phase {
+    /// Nothing to catch up.
+    #[default]
+    Idle,
+    /// Asking `peer` for headers; `headers` continue our chain.
+    Headers { peer: PeerId, headers: Vec<BlockHeader> },
+    /// Downloading the blocks of a header chain.
+    Blocks(Download),
+}
+
+#[derive(Debug, Default)]
+struct Download {
+    /// Every block to get, in chain order.
+    order: Vec<BlockHash>,
+    /// Index in `order` of the next block to import.
+    next: usize,
+    /// Not yet asked for.
+    queue: VecDeque<BlockHash>,
+    /// Asked for, by whom, when.
+    in_flight: HashMap<BlockHash, (PeerId, Instant)>,
+    /// Arrived, waiting for their turn, with who sent them.
+    received: HashMap<BlockHash, (Block, PeerId)>,
+    /// Height of the last header.
+    target_height: u64,
+}
+
+impl SyncState {
+    /// Whether the node knows it is behind and is catching up.
+    pub(super) fn is_active(&self) -> bool {
+        !matches!(self.phase, Phase::Idle)
+    }
+
+    /// The highest height any peer announced.
+    pub(super) fn best_known_height(&self) -> u64 {
+        let announced = self.statuses.values().map(|s| s.height).max().unwrap_or(0);
+        match &self.phase {
+            Phase::Blocks(download) => announced.max(download.target_height),
+            _ => announced,
+        }
+    }
+
+    /// Forgets a peer that left; its requests go back in the queue.
+    pub(super) fn peer_gone(&mut self, peer: &PeerId) {
+        self.statuses.remove(peer);
+        match &mut self.phase {
+            Phase::Headers { peer: from, .. } if from == peer => self.phase = Phase::Idle,
+            Phase::Blocks(download) => download.requeue_from(peer),
+            _ => {}
+        }
+    }
+}
+
+impl Download {
+    fn requeue_from(&mut self, peer: &PeerId) {
+        let lost: Vec<BlockHash> =
+            self.in_flight.iter().filter(|(_, (p, _))| p == peer).map(|(h, _)| *h).collect();
+        for hash in lost {
+            self.in_flight.remove(&hash);
+            self.queue.push_front(hash);
+        }
+    }
+
+    fn requests_of(&self, peer: &PeerId) -> usize {
+        let blocks = self.in_flight.values().filter(|(p, _)| p == peer).count();
+        blocks.div_ceil(MAX_BLOCKS_PER_REQUEST)
+    }
+}
+
+impl Node {
+    fn sync_request(&self, peer: PeerId, sent: SentRequest, message: SyncRequest) {
+        let client = self.client.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = client.request(peer, Protocol::Sync, message.encode()).await;
+            let _ = internal.send(Internal::SyncAnswer { peer, request: sent, result }).await;
+        });
+    }
+
+    /// The handshake: tell a newly connected peer our chain, learn theirs.
+    pub(super) async fn request_status(&mut self, peer: PeerId) {
+        self.sync_request(peer, SentRequest::Status, SyncRequest::Status(self.chain.status()));
+    }
+
+    /// A peer's status, from its answer or its own handshake. Returns false if the peer
+    /// is on another network (and has been dropped).
+    async fn take_status(&mut self, peer: PeerId, status: ChainStatus) -> bool {
+        if status.network != self.chain.network() {
+            warn!(%peer, theirs = %status.network, "peer is on another network: disconnecting");
+            self.client.penalize(peer, Penalty::MidTolerance, "wrong network").await;
+            self.client.disconnect(peer).await;
+            return false;
+        }
+        let ahead = status.work > self.chain.tip().work;
+        self.sync.statuses.insert(peer, status);
+        if ahead && !self.sync.is_active() {
+            self.start_headers(peer);
+        }
+        true
+    }
+
+    /// Catch up from `peer` (it sent a block whose ancestors are missing).
+    pub(super) async fn sync_from(&mut self, peer: PeerId) {
+        if !self.sync.is_active() {
+            self.start_headers(peer);
+        }
+    }
+
+    fn start_headers(&mut self, peer: PeerId) {
+        let locator = match self.chain.locator() {
+            Ok(locator) => locator,
+            Err(error) => self.fatal(error),
+        };
+        debug!(%peer, "asking for headers");
+        self.sync.phase = Phase::Headers { peer, headers: Vec::new() };
+        self.sync_request(
+            peer,
+            SentRequest::Headers,
+            SyncRequest::Headers { locator, limit: MAX_HEADERS_PER_RESPONSE as u32 },
+        );
+    }
+
+    pub(super) async fn on_sync_answer(
+        &mut self,
+        peer: PeerId,
+        request: SentRequest,
+        result: Result<Vec<u8>, RequestError>,
+    ) {
+        let response = match result {
+            Ok(bytes) => match SyncResponse::decode(&bytes) {
+                Ok(response) => response,
+                Err(error) => {
+                    self.client
+                        .penalize(
+                            peer,
+                            Penalty::LowTolerance,
+                            format!("malformed sync answer: {error}"),
+                        )
+                        .await;
+                    self.sync_failed(peer, request);
+                    return;
+                }
+            },
+            Err(error) => {
+                debug!(%peer, %error, ?request, "sync request failed");
+                self.sync_failed(peer, request);
+                return;
+            }
+        };
+        match (request, response) {
+            (SentRequest::Status, SyncResponse::Status(status)) => {
+                self.take_status(peer, status).await;
+            }
+            (SentRequest::Headers, SyncResponse::Headers(headers)) => {
+                self.on_headers(peer, headers).await
+            }
+            (SentRequest::Blocks(asked), SyncResponse::Blocks(blocks)) => {
+                self.on_blocks(peer, asked, blocks).await
+            }
+            (request, SyncResponse::Refused { reason }) => {
+                debug!(%peer, %reason, ?request, "sync request refused");
+                self.sync_failed(peer, request);
+            }
+            (request, _) => {
+                self.client
+                    .penalize(
+                        peer,
+                        Penalty::LowTolerance,
+                        "answered a sync request with the wrong message",
+                    )
+                    .await;
+                self.sync_failed(peer, request);
+            }
+        }
+    }
+
+    fn sync_failed(&mut self, peer: PeerId, request: SentRequest) {
+        match (request, &mut self.sync.phase) {
+            (SentRequest::Headers, Phase::Headers { peer: from, .. }) if *from == peer => {
+                self.sync.phase = Phase::Idle
+            }
+            (SentRequest::Blocks(asked), Phase::Blocks(download)) => {
+                for hash in asked {
+                    if download.in_flight.remove(&hash).is_some() {
+                        download.queue.push_front(hash);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_headers(&mut self, peer: PeerId, headers: Vec<BlockHeader>) {
+        let Phase::Headers { peer: from, headers: collected } = &mut self.sync.phase else {
+            return;
+        };
+        if *from != peer {
+            return;
+        }
+        let full_page = headers.len() >= MAX_HEADERS_PER_RESPONSE;
+        let mut previous = collected.last().map(BlockHeader::hash);
+        for header in headers {
+            let links = match previous {
+                Some(hash) => header.prev == hash,
+                None => self.chain.knows(&header.prev).unwrap_or(false),
+            };
+            if !links || check_proof_of_work(self.chain.params(), &header).is_err() {
+                warn!(%peer, height = header.height, "headers do not link or lack proof of work");
+                self.sync.phase = Phase::Idle;
+                self.client.penalize(peer, Penalty::LowTolerance, "invalid headers").await;
+                return;
+            }
+            previous = Some(header.hash());
+            collected.push(header);
+        }
+        if full_page {
+            let last = collected.last().expect("a full page is not empty").hash();
+            self.sync_request(
+                peer,
+                SentRequest::Headers,
+                SyncRequest::Headers {
+                    locator: vec![last],
+                    limit: MAX_HEADERS_PER_RESPONSE as u32,
+                },
+            );
+            return;
+        }
+        let collected = std::mem::take(collected);
+        let mut order = Vec::with_capacity(collected.len());
+        for header in &collected {
+            let hash = header.hash();
+            if !self.chain.knows(&hash).unwrap_or_else(|error| self.fatal(error)) {
+                order.push(hash);
+            }
+        }
+        let target_height = collected.last().map_or(0, |h| h.height);
+        if order.is_empty() {
+            self.sync.phase = Phase::Idle;
+            return;
+        }
+        info!(%peer, blocks = order.len(), target_height, "catching up");
+        self.sync.phase = Phase::Blocks(Download {
+            queue: order.iter().copied().collect(),
+            order,
+            target_height,
+            ..Download::default()
+        });
+        self.request_blocks();
+    }
+
+    /// Hands out block pages to every peer with at least our announced target's work.
+    fn request_blocks(&mut self) {
+        let tip_work = self.chain.tip().work;
+        let helpers: Vec<PeerId> = self
+            .sync
+            .statuses
+            .iter()
+            .filter(|(_, status)| status.work > tip_work)
+            .map(|(peer, _)| *peer)
+            .collect();
+        let Phase::Blocks(download) = &mut self.sync.phase else { return };
+        let mut pages = Vec::new();
+        for peer in helpers {
+            while download.requests_of(&peer) < REQUESTS_PER_PEER && !download.queue.is_empty() {
+                let count = download.queue.len().min(MAX_BLOCKS_PER_REQUEST);
+                let page: Vec<BlockHash> = download.queue.drain(..count).collect();
+                for hash in &page {
+                    download.in_flight.insert(*hash, (peer, Instant::now()));
+                }
+                pages.push((peer, page));
+            }
+        }
+        for (peer, page) in pages {
+            self.sync_request(
+                peer,
+                SentRequest::Blocks(page.clone()),
+                SyncRequest::Blocks { hashes: page },
+            );
+        }
+    }
+
+    async fn on_blocks(&mut self, peer: PeerId, asked: Vec<BlockHash>, blocks: Vec<Block>) {
+        let Phase::Blocks(download) = &mut self.sync.phase else { return };
+        let mut unasked = false;
+        for block in blocks {
+            let hash = block.hash();
+            if asked.contains(&hash) && download.in_flight.remove(&hash).is_some() {
+                download.received.insert(hash, (block, peer));
+            } else if !asked.contains(&hash) {
+                unasked = true;
+            }
+        }
+        for hash in asked {
+            if download.in_flight.remove(&hash).is_some() {
+                download.queue.push_back(hash); // the peer did not have it
+            }
+        }
+        if unasked {
+            self.client.penalize(peer, Penalty::MidTolerance, "sent blocks nobody asked for").await;
+        }
+        self.import_downloaded().await;
+        self.request_blocks();
+    }
+
+    /// Imports the downloaded blocks that are next in line, in batches.
+    async fn import_downloaded(&mut self) {
+        loop {
+            let Phase::Blocks(download) = &mut self.sync.phase else { return };
+            let mut batch = Vec::new();
+            let mut senders = Vec::new();
+            while let Some(hash) = download.order.get(download.next) {
+                let Some((block, sender)) = download.received.remove(hash) else { break };
+                batch.push(block);
+                senders.push(sender);
+                download.next += 1;
+                if batch.len() >= 4 * MAX_BLOCKS_PER_REQUEST {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let done = download.next == download.order.len();
+            let target = download.target_height;
+            let (imported, failure) = self.chain.import_blocks(batch, now_ms());
+            let changes: Vec<_> = imported.into_iter().filter_map(|i| i.tip_change).collect();
+            if let Some(change) = crate::chain::merge_changes(changes) {
+                self.on_tip_change(change).await;
+            }
+            if let Some((index, error)) = failure {
+                if let ImportError::Store(error) = error {
+                    self.fatal(error);
+                }
+                let sender = senders[index];
+                warn!(peer = %sender, %error, "invalid block while catching up");
+                if error.is_peer_fault() {
+                    self.client
+                        .penalize(sender, Penalty::LowTolerance, format!("invalid block: {error}"))
+                        .await;
+                }
+                self.sync.phase = Phase::Idle;
+                return;
+            }
+            let height = self.chain.tip().height();
+            self.notify(Notice::Syncing { height, target });
+            if done {
+                info!(height, "caught up");
+                self.sync.phase = Phase::Idle;
+                self.notify(Notice::Synced { height });
+                self.after_sync();
+                return;
+            }
+        }
+    }
+
+    /// After catching up: more to get from someone? Else resume what waited.
+    fn after_sync(&mut self) {
+        let tip_work = self.chain.tip().work;
+        let ahead = self.sync.statuses.iter().find(|(_, s)| s.work > tip_work).map(|(p, _)| *p);
+        match ahead {
+            Some(peer) => self.start_headers(peer),
+            None => self.resume_mining(),
+        }
+    }
+
+    /// Once a second: give slow requests to others; start catching up if a peer is ahead.
+    pub(super) async fn sync_housekeeping(&mut self) {
+        if let Phase::Blocks(download) = &mut self.sync.phase {
+            let now = Instant::now();
+            let slow: Vec<BlockHash> = download
+                .in_flight
+                .iter()
+                .filter(|(_, (_, at))| now.duration_since(*at) > BLOCK_REQUEST_PATIENCE)
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in slow {
+                download.in_flight.remove(&hash);
+                download.queue.push_front(hash);
+            }
+            if download.in_flight.is_empty() && !download.queue.is_empty() {
+                self.request_blocks();
+            }
+            if let Phase::Blocks(download) = &self.sync.phase {
+                if download.in_flight.is_empty()
+                    && download.queue.is_empty()
+                    && download.received.is_empty()
+                {
+                    self.sync.phase = Phase::Idle;
+                }
+            }
+        } else if !self.sync.is_active() {
+            self.after_sync_if_behind();
+        }
+    }
+
+    fn after_sync_if_behind(&mut self) {
+        let tip_work = self.chain.tip().work;
+        if let Some(peer) =
+            self.sync.statuses.iter().find(|(_, s)| s.work > tip_work).map(|(p, _)| *p)
+        {
+            self.start_headers(peer);
+        }
+    }
+
+    /// Serves a peer's sync request.
+    pub(super) async fn on_sync_request(&mut self, request: InboundRequest) {
+        let response = match SyncRequest::decode(&request.bytes) {
+            Err(error) => {
+                self.client
+                    .penalize(
+                        request.peer,
+                        Penalty::LowTolerance,
+                        format!("malformed sync request: {error}"),
+                    )
+                    .await;
+                SyncResponse::Refused { reason: format!("malformed request: {error}") }
+            }
+            Ok(SyncRequest::Status(status)) => {
+                let ours = self.chain.status();
+                self.client.respond(request.token, SyncResponse::Status(ours).encode()).await;
+                self.take_status(request.peer, status).await;
+                return;
+            }
+            Ok(SyncRequest::Headers { locator, limit }) => {
+                let limit = (limit as usize).min(MAX_HEADERS_PER_RESPONSE);
+                SyncResponse::Headers(
+                    self.chain
+                        .headers_after(&locator, limit)
+                        .unwrap_or_else(|error| self.fatal(error)),
+                )
+            }
+            Ok(SyncRequest::Blocks { hashes }) if hashes.len() > MAX_BLOCKS_PER_REQUEST => {
+                self.client
+                    .penalize(request.peer, Penalty::MidTolerance, "asked for too many blocks")
+                    .await;
+                SyncResponse::Refused {
+                    reason: format!("at most {MAX_BLOCKS_PER_REQUEST} blocks per request"),
+                }
+            }
+            Ok(SyncRequest::Blocks { hashes }) => SyncResponse::Blocks(
+                self.chain.blocks_by_hash(&hashes).unwrap_or_else(|error| self.fatal(error)),
+            ),
+        };
+        self.client.respond(request.token, response.encode()).await;
+    }
+}

@@ -1,0 +1,327 @@
+//! Sending and receiving transfers: straight to the receiver when it can be reached,
+//! by gossip otherwise; an outbox delivers to receivers that were offline once they
+//! come back.
+
+use libp2p::PeerId;
+use libp2p::gossipsub::MessageAcceptance;
+use raclette_protocol::encryption::{MAX_MESSAGE_BYTES, encrypt};
+use raclette_protocol::wire::{DirectRequest, DirectResponse};
+use raclette_protocol::{Amount, PublicKey, Transfer, TxId, WireMessage};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{Internal, Node, SendView, UserError, now_ms};
+use crate::mempool::MempoolError;
+use crate::network::identity::{key_of, peer_id_of};
+use crate::network::{InboundRequest, Penalty, Protocol, RequestError, Topic};
+use crate::store::{InboxRecord, ReadTables, Store, StoreRead, StoreWrite, Table, WriteTables};
+
+/// A transfer waiting for its receiver to be reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The receiver.
+    pub to: PublicKey,
+    /// The transfer.
+    pub transfer: Transfer,
+}
+
+impl Node {
+    /// `send NAME AMOUNT MESSAGE`: checks, encrypts, signs, keeps it pending here, and
+    /// sends it to the receiver.
+    pub(super) async fn send_transfer(
+        &mut self,
+        to: String,
+        amount: Amount,
+        message: String,
+        fee: Amount,
+        reply: oneshot::Sender<Result<SendView, UserError>>,
+    ) {
+        match self.prepare_transfer(&to, amount, &message, fee) {
+            Ok((transfer, to_name)) => {
+                let txid = transfer.txid();
+                info!(%txid, to = %to_name, %amount, "sending");
+                self.send_direct(transfer, to_name, Some(reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn prepare_transfer(
+        &mut self,
+        to: &str,
+        amount: Amount,
+        message: &str,
+        fee: Amount,
+    ) -> Result<(Transfer, String), UserError> {
+        let card = self.directory.resolve(to).map_err(UserError::NotFound)?;
+        let own = self.keypair.public();
+        if card.key == own {
+            return Err(UserError::Invalid("that is you: send to another peer".into()));
+        }
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(UserError::Invalid(format!(
+                "the message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                message.len()
+            )));
+        }
+        let needed = amount
+            .checked_add(fee)
+            .ok_or_else(|| UserError::Invalid("amount plus fee is too large".into()))?;
+        let account = self.chain.account(&own).unwrap_or_else(|error| self.fatal(error));
+        let (_, outgoing) = self.mempool.pending_for(&own);
+        let available = account.balance.checked_sub(outgoing).unwrap_or(Amount::ZERO);
+        if needed > available {
+            return Err(UserError::Invalid(format!(
+                "insufficient balance: you have {available} available and this needs {needed} ({amount} plus fee {fee})"
+            )));
+        }
+        let nonce = self.mempool.next_nonce(&own, account.nonce);
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let sealed = encrypt(&self.keypair, &card.key, salt, message.as_bytes())
+            .map_err(|error| UserError::Invalid(error.to_string()))?;
+        let transfer = Transfer::sign(
+            &self.keypair,
+            self.chain.network(),
+            card.key,
+            amount,
+            fee,
+            nonce,
+            sealed,
+        );
+        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
+        self.mempool
+            .add(&reader, transfer.clone(), now_ms())
+            .map_err(|error| UserError::Invalid(format!("not sent: {error}")))?;
+        drop(reader);
+        self.flush();
+        Ok((transfer, card.name.to_string()))
+    }
+
+    /// Sends a transfer to its receiver in a spawned task; the answer comes back as
+    /// [`Internal::DirectAnswer`].
+    fn send_direct(
+        &self,
+        transfer: Transfer,
+        to_name: String,
+        reply: Option<oneshot::Sender<Result<SendView, UserError>>>,
+    ) {
+        let client = self.client.clone();
+        let internal = self.internal.clone();
+        let peer = peer_id_of(&transfer.to);
+        let txid = transfer.txid();
+        tokio::spawn(async move {
+            let result =
+                client.request(peer, Protocol::Direct, DirectRequest { transfer }.encode()).await;
+            let _ = internal.send(Internal::DirectAnswer { txid, to_name, result, reply }).await;
+        });
+    }
+
+    pub(super) async fn on_direct_answer(
+        &mut self,
+        txid: TxId,
+        to_name: String,
+        result: Result<Vec<u8>, RequestError>,
+        reply: Option<oneshot::Sender<Result<SendView, UserError>>>,
+    ) {
+        let answer = match result {
+            Ok(bytes) => DirectResponse::decode(&bytes)
+                .map_err(|error| RequestError::Failed(error.to_string())),
+            Err(error) => Err(error),
+        };
+        let outcome = match answer {
+            Ok(DirectResponse::Accepted) => {
+                info!(%txid, to = %to_name, "accepted by the receiver");
+                self.outbox_remove(&txid);
+                Ok(SendView { txid: txid.to_string(), status: "accepted" })
+            }
+            Ok(DirectResponse::Rejected { reason }) => {
+                warn!(%txid, to = %to_name, %reason, "rejected by the receiver");
+                self.outbox_remove(&txid);
+                if reply.is_some() {
+                    self.mempool.remove(&txid);
+                }
+                Err(UserError::Invalid(format!("{to_name} rejected it: {reason}")))
+            }
+            Err(error) => {
+                warn!(%txid, to = %to_name, %error, "could not reach the receiver: broadcast instead");
+                if reply.is_some() {
+                    self.broadcast_pending(&txid).await;
+                }
+                Ok(SendView { txid: txid.to_string(), status: "broadcast" })
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Publishes a pending transfer of ours and keeps it for direct delivery later.
+    async fn broadcast_pending(&mut self, txid: &TxId) {
+        let Some(record) = self.mempool.get(txid).cloned() else { return };
+        if let Err(error) = self.client.publish(Topic::Transactions, record.transfer.encode()).await
+        {
+            warn!(%txid, %error, "could not publish either; it stays pending here");
+        }
+        let outbox = OutboxRecord { to: record.transfer.to, transfer: record.transfer };
+        self.write(|writer| writer.put_value(Table::Outbox, txid.as_bytes(), &outbox));
+    }
+
+    fn outbox_remove(&self, txid: &TxId) {
+        self.write(|writer| writer.delete(Table::Outbox, txid.as_bytes()));
+    }
+
+    /// One small write transaction, committed at once.
+    fn write(
+        &self,
+        change: impl FnOnce(&mut crate::store::LmdbWriter<'_>) -> Result<(), crate::store::StoreError>,
+    ) {
+        let result = (|| {
+            let mut writer = self.chain.store().writer()?;
+            change(&mut writer)?;
+            writer.commit()
+        })();
+        if let Err(error) = result {
+            self.fatal(error);
+        }
+    }
+
+    /// A peer came online: deliver what waited for it.
+    pub(super) async fn deliver_outbox_to(&mut self, peer: PeerId) {
+        let Some(key) = key_of(&peer) else { return };
+        let records = self
+            .chain
+            .store()
+            .reader()
+            .and_then(|reader| reader.values::<OutboxRecord>(Table::Outbox))
+            .unwrap_or_else(|error| self.fatal(error));
+        for record in records.into_iter().filter(|record| record.to == key) {
+            let name = self.name_of(&key);
+            info!(txid = %record.transfer.txid(), to = %name, "delivering a transfer from the outbox");
+            self.send_direct(record.transfer, name, None);
+        }
+    }
+
+    /// Stores a transfer to this node in the inbox (with any pending mempool changes),
+    /// durably, before the sender hears "accepted".
+    fn keep_in_inbox(&mut self, transfer: &Transfer) {
+        let txid = transfer.txid();
+        let record = InboxRecord { transfer: transfer.clone(), received_ms: now_ms() };
+        let mempool = &mut self.mempool;
+        let result = (|| {
+            let mut writer = self.chain.store().writer()?;
+            if writer.get(Table::Inbox, txid.as_bytes())?.is_none() {
+                writer.put_value(Table::Inbox, txid.as_bytes(), &record)?;
+            }
+            mempool.flush(&mut writer)?;
+            writer.commit()
+        })();
+        if let Err(error) = result {
+            self.fatal(error);
+        }
+        self.announce_received(transfer);
+    }
+
+    /// A transfer sent straight to this node.
+    pub(super) async fn on_direct_request(&mut self, request: InboundRequest) {
+        let response = self.receive_direct(request.peer, &request.bytes).await;
+        self.client.respond(request.token, response.encode()).await;
+    }
+
+    async fn receive_direct(&mut self, peer: PeerId, bytes: &[u8]) -> DirectResponse {
+        let reject = |reason: String| DirectResponse::Rejected { reason };
+        let transfer = match DirectRequest::decode(bytes) {
+            Ok(request) => request.transfer,
+            Err(error) => {
+                self.client
+                    .penalize(
+                        peer,
+                        Penalty::LowTolerance,
+                        format!("malformed direct request: {error}"),
+                    )
+                    .await;
+                return reject(format!("malformed request: {error}"));
+            }
+        };
+        if transfer.to != self.keypair.public() {
+            return reject("this transaction is not addressed to this node".into());
+        }
+        if raclette_protocol::encryption::decrypt(
+            &self.keypair,
+            &transfer.from,
+            &transfer.to,
+            &transfer.message,
+        )
+        .is_err()
+        {
+            self.client.penalize(peer, Penalty::LowTolerance, "message does not decrypt").await;
+            return reject("the message does not decrypt".into());
+        }
+        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
+        let added = self.mempool.add(&reader, transfer.clone(), now_ms());
+        drop(reader);
+        match added {
+            Ok(_) => {
+                self.keep_in_inbox(&transfer);
+                if let Err(error) =
+                    self.client.publish(Topic::Transactions, transfer.encode()).await
+                {
+                    warn!(%error, "accepted a transfer but could not gossip it");
+                }
+                DirectResponse::Accepted
+            }
+            Err(MempoolError::AlreadyKnown | MempoolError::AlreadyMined) => {
+                self.keep_in_inbox(&transfer);
+                DirectResponse::Accepted
+            }
+            Err(error) => {
+                if error.is_peer_fault() {
+                    self.client
+                        .penalize(peer, Penalty::LowTolerance, format!("invalid transfer: {error}"))
+                        .await;
+                }
+                reject(error.to_string())
+            }
+        }
+    }
+
+    /// A gossiped transfer: into the mempool if valid (and the inbox if for us).
+    pub(super) async fn on_gossip_transfer(
+        &mut self,
+        source: PeerId,
+        data: &[u8],
+    ) -> MessageAcceptance {
+        let transfer = match Transfer::decode(data) {
+            Ok(transfer) => transfer,
+            Err(error) => {
+                self.client
+                    .penalize(source, Penalty::LowTolerance, format!("malformed transfer: {error}"))
+                    .await;
+                return MessageAcceptance::Reject;
+            }
+        };
+        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
+        let added = self.mempool.add(&reader, transfer.clone(), now_ms());
+        drop(reader);
+        match added {
+            Ok(_) => {
+                if transfer.to == self.keypair.public() {
+                    self.keep_in_inbox(&transfer);
+                }
+                MessageAcceptance::Accept
+            }
+            Err(error) if error.is_peer_fault() => {
+                warn!(%source, %error, "rejected a gossiped transfer");
+                self.client
+                    .penalize(source, Penalty::LowTolerance, format!("invalid transfer: {error}"))
+                    .await;
+                MessageAcceptance::Reject
+            }
+            Err(_) => MessageAcceptance::Ignore,
+        }
+    }
+}

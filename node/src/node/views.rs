@@ -1,0 +1,373 @@
+//! What the REPL and the API ask the node, and what it answers: plain data, serialised
+//! as the JSON API's documented shapes (amounts as decimal strings, hashes and keys as
+//! lowercase hex).
+
+use raclette_protocol::{Amount, BlockHash};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// A mistake by the user or a refusal, in one sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// Bad input: a 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing by that name or id: a 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The node is shutting down or failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Which block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockId {
+    /// By height on the best chain.
+    Height(u64),
+    /// By hash.
+    Hash(BlockHash),
+}
+
+/// A question or order for the node, with its reply channel.
+#[derive(Debug)]
+pub enum Request {
+    /// `status`.
+    Status(oneshot::Sender<StatusView>),
+    /// `whoami`.
+    WhoAmI(oneshot::Sender<WhoAmIView>),
+    /// `peers`.
+    Peers(oneshot::Sender<Vec<PeerView>>),
+    /// `send`.
+    Send {
+        /// Receiver's name.
+        to: String,
+        /// Amount.
+        amount: Amount,
+        /// Text.
+        message: String,
+        /// Fee, or the default.
+        fee: Option<Amount>,
+        /// The answer.
+        reply: oneshot::Sender<Result<SendView, UserError>>,
+    },
+    /// `mine`.
+    Mine {
+        /// Heights to try.
+        blocks: u32,
+        /// The answer, when done.
+        reply: oneshot::Sender<Result<MineView, UserError>>,
+    },
+    /// `balance`.
+    Balance {
+        /// A peer's name, or `None` for this node.
+        name: Option<String>,
+        /// The answer.
+        reply: oneshot::Sender<Result<BalanceView, UserError>>,
+    },
+    /// `inbox`.
+    Inbox(oneshot::Sender<Vec<InboxItem>>),
+    /// `mempool`.
+    Mempool(oneshot::Sender<Vec<MempoolItem>>),
+    /// `chain`.
+    Blocks {
+        /// Highest height to list (default: the tip).
+        from: Option<u64>,
+        /// How many.
+        limit: usize,
+        /// The answer.
+        reply: oneshot::Sender<Vec<BlockSummary>>,
+    },
+    /// `block`.
+    Block {
+        /// Which.
+        id: BlockId,
+        /// The answer.
+        reply: oneshot::Sender<Result<BlockView, UserError>>,
+    },
+    /// `quit`: stop cleanly.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// `GET /api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// This node's name.
+    pub name: String,
+    /// Network id.
+    pub network: String,
+    /// Network name (`dev`, `main`, ...).
+    pub network_name: String,
+    /// Best height.
+    pub height: u64,
+    /// Best tip hash.
+    pub tip: String,
+    /// Cumulative work (decimal).
+    pub work: String,
+    /// Difficulty relative to the network minimum.
+    pub difficulty: f64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Whether the node is catching up.
+    pub syncing: bool,
+    /// The best height a peer announced.
+    pub best_known_height: u64,
+    /// Trackers and whether they are connected.
+    pub trackers: Vec<TrackerView>,
+    /// Pending transactions.
+    pub mempool: usize,
+    /// Whether the miner is running.
+    pub mining: bool,
+}
+
+/// A tracker in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackerView {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Whether connected now.
+    pub connected: bool,
+}
+
+/// `whoami`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WhoAmIView {
+    /// Name.
+    pub name: String,
+    /// PeerId.
+    pub peer_id: String,
+    /// Public key (hex).
+    pub key: String,
+    /// Dialable addresses.
+    pub addresses: Vec<String>,
+    /// Confirmed balance.
+    pub confirmed: String,
+    /// Balance once pending transactions are mined.
+    pub pending: String,
+}
+
+/// `GET /api/peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    /// Name.
+    pub name: String,
+    /// Public key (hex).
+    pub key: String,
+    /// PeerId.
+    pub peer_id: String,
+    /// Whether connected now.
+    pub connected: bool,
+    /// `direct`, `relayed`, or null.
+    pub link: Option<&'static str>,
+    /// Addresses from its card.
+    pub addresses: Vec<String>,
+    /// Last time it was connected or announced, Unix ms.
+    pub last_seen: u64,
+}
+
+/// `POST /api/send`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendView {
+    /// The transaction id.
+    pub txid: String,
+    /// `accepted` (by the receiver) or `broadcast` (receiver unreachable).
+    pub status: &'static str,
+}
+
+/// `POST /api/mine`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MineView {
+    /// Blocks this node mined.
+    pub mined: Vec<MinedBlock>,
+    /// Heights another peer won.
+    pub lost: Vec<LostBlock>,
+}
+
+/// A block this node mined.
+#[derive(Debug, Clone, Serialize)]
+pub struct MinedBlock {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// A height another peer won.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostBlock {
+    /// The height.
+    pub height: u64,
+    /// Who mined the block that won (name, or short key if unknown).
+    pub winner: String,
+}
+
+/// `GET /api/balance/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalanceView {
+    /// Whose.
+    pub name: String,
+    /// Confirmed balance.
+    pub confirmed: String,
+    /// Balance once pending transactions are mined.
+    pub pending: String,
+}
+
+/// `GET /api/inbox`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxItem {
+    /// Transaction id.
+    pub txid: String,
+    /// Sender (name, or short key if unknown).
+    pub from: String,
+    /// Amount.
+    pub amount: String,
+    /// Decrypted text.
+    pub message: String,
+    /// Height of the block holding it; null while pending.
+    pub height: Option<u64>,
+    /// When it arrived, Unix ms.
+    pub received: u64,
+}
+
+/// `GET /api/mempool`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MempoolItem {
+    /// Transaction id.
+    pub txid: String,
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// Amount.
+    pub amount: String,
+    /// Fee.
+    pub fee: String,
+}
+
+/// `GET /api/blocks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockSummary {
+    /// Height.
+    pub height: u64,
+    /// Hash.
+    pub hash: String,
+    /// Miner (name, or short key if unknown).
+    pub miner: String,
+    /// Number of transactions, coinbase included.
+    pub txs: usize,
+    /// Timestamp, Unix ms.
+    pub time: u64,
+}
+
+/// `GET /api/block/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockView {
+    /// Height.
+    pub height: u64,
+    /// Hash.
+    pub hash: String,
+    /// Parent hash.
+    pub prev: String,
+    /// Miner.
+    pub miner: String,
+    /// Timestamp, Unix ms.
+    pub time: u64,
+    /// Compact target.
+    pub bits: String,
+    /// Nonce.
+    pub nonce: u64,
+    /// Whether on the best chain.
+    pub best_chain: bool,
+    /// Transactions.
+    pub transactions: Vec<TxView>,
+}
+
+/// A transaction in a block view.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxView {
+    /// Id.
+    pub txid: String,
+    /// `coinbase` or `transfer`.
+    pub kind: &'static str,
+    /// Sender (transfers).
+    pub from: Option<String>,
+    /// Receiver.
+    pub to: String,
+    /// Amount.
+    pub amount: String,
+    /// Fee (transfers).
+    pub fee: Option<String>,
+    /// Text, if this node can read it.
+    pub message: Option<String>,
+}
+
+/// Something that happened, for the REPL to print above its prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A transfer to this node arrived.
+    Received {
+        /// Sender's name.
+        from: String,
+        /// Amount.
+        amount: Amount,
+        /// Text.
+        text: String,
+    },
+    /// Another peer's block joined the best chain.
+    BlockFromPeer {
+        /// Miner's name.
+        miner: String,
+        /// Height.
+        height: u64,
+    },
+    /// This node's miner is working.
+    Mining {
+        /// Height it is mining.
+        height: u64,
+        /// Hash rate, hashes per second.
+        rate: f64,
+    },
+    /// This node mined a block.
+    Mined {
+        /// Height.
+        height: u64,
+        /// Hash.
+        hash: BlockHash,
+    },
+    /// Another peer won the height this node was mining.
+    Lost {
+        /// Height.
+        height: u64,
+        /// Winner.
+        winner: String,
+    },
+    /// The best chain switched branches.
+    Reorganized {
+        /// Blocks taken off.
+        disconnected: usize,
+        /// Blocks put on.
+        connected: usize,
+    },
+    /// Catching up with peers.
+    Syncing {
+        /// Height reached.
+        height: u64,
+        /// Height to reach.
+        target: u64,
+    },
+    /// Caught up.
+    Synced {
+        /// Height reached.
+        height: u64,
+    },
+    /// A peer joined or updated its card.
+    PeerJoined {
+        /// Its name.
+        name: String,
+    },
+    /// A tracker refused this node's name: the node stops.
+    NameRefused {
+        /// The tracker's reason.
+        reason: String,
+    },
+}

@@ -1,3 +1,4 @@
 //! Shared pieces of Raclette's end-to-end tests and benchmarks.
 
 pub mod bench;
+pub mod harness;

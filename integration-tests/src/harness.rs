@@ -1,0 +1,470 @@
+//! Real trackers and nodes on loopback, for end-to-end tests: each runs as its own
+//! process from the workspace's binaries, in a directory the test owns, with ports
+//! chosen by the OS; they are killed when the handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+
+use raclette_protocol::{NetworkParams, Target};
+use serde_json::Value;
+
+/// Paths of the binaries under test.
+pub struct Binaries {
+    /// `raclette-node`.
+    pub node: PathBuf,
+    /// `raclette-tracker`.
+    pub tracker: PathBuf,
+}
+
+/// The binaries under test. `cargo test --workspace` builds them (the node and tracker
+/// packages have integration tests of their own, so Cargo links their binaries first);
+/// when they are missing, as when this package is tested alone on a fresh checkout,
+/// they are built here. A plain `cargo build` from inside a test would resolve features
+/// differently from the test build and relink both binaries every time.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let workspace =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir =
+            exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let binaries = Binaries {
+            node: profile_dir.join("raclette-node"),
+            tracker: profile_dir.join("raclette-tracker"),
+        };
+        if !binaries.node.exists() || !binaries.tracker.exists() {
+            let release = profile_dir.file_name().is_some_and(|name| name == "release");
+            let mut build = Command::new(env!("CARGO"));
+            build
+                .args(["build", "--quiet", "--bin", "raclette-node", "--bin", "raclette-tracker"])
+                .current_dir(&workspace);
+            if release {
+                build.arg("--release");
+            }
+            assert!(build.status().expect("cargo runs").success(), "building the binaries failed");
+        }
+        binaries
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming
+/// `what`. The timeout is only a guard against hanging.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines of a child's stdout, read by a thread.
+fn stdout_lines(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = sync_channel(1024);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Reads lines until one starting with each prefix has been seen (in any order);
+/// returns the rest of each, in the order of `prefixes`.
+fn wait_lines(
+    lines: &Receiver<String>,
+    prefixes: &[&str],
+    child: &mut Child,
+    log: &Path,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    while found.iter().any(Option::is_none) {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                for (slot, prefix) in found.iter_mut().zip(prefixes) {
+                    if slot.is_none() {
+                        if let Some(rest) = line.strip_prefix(prefix) {
+                            *slot = Some(rest.to_string());
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("process exited ({status}) before printing {prefixes:?}: {}", tail(log));
+                }
+                assert!(Instant::now() < deadline, "no {prefixes:?} lines: {}", tail(log));
+            }
+        }
+    }
+    found.into_iter().map(|line| line.expect("all found")).collect()
+}
+
+/// The last lines of a log file, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn kill_now(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn terminate(child: &mut Child) {
+    // SIGTERM, then SIGKILL if it does not stop in time.
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_now(child);
+}
+
+/// A running tracker.
+pub struct TrackerProcess {
+    child: Child,
+    /// Its TCP multiaddr with `/p2p/<PeerId>`.
+    pub address: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Its API base URL.
+    pub api: String,
+}
+
+impl TrackerProcess {
+    /// Starts a tracker with data in `data` on an OS-chosen port.
+    pub fn start(data: &Path) -> Self {
+        Self::start_on(data, 0)
+    }
+
+    /// Starts a tracker listening on `port` (0: any).
+    pub fn start_on(data: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(data).expect("tracker data dir");
+        let log = data.join("tracker.log");
+        let mut child = Command::new(&binaries().tracker)
+            .args([
+                "--listen",
+                &format!("/ip4/127.0.0.1/tcp/{port}"),
+                "--api",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("tracker starts");
+        let lines = stdout_lines(&mut child);
+        let found = wait_lines(&lines, &["tracker address: ", "tracker api: "], &mut child, &log);
+        let (address, api) = (found[0].clone(), found[1].clone());
+        std::thread::spawn(move || lines.iter().for_each(drop));
+        Self { child, address, data: data.to_path_buf(), api }
+    }
+
+    /// Its TCP port.
+    pub fn port(&self) -> u16 {
+        let after = self.address.split("/tcp/").nth(1).expect("a tcp address");
+        after.split('/').next().and_then(|p| p.parse().ok()).expect("a port")
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill9(&mut self) {
+        kill_now(&mut self.child);
+    }
+
+    /// `GET /api/peers` of the tracker.
+    pub fn peers(&self) -> Value {
+        http_get(&format!("{}/api/peers", self.api)).1
+    }
+
+    /// The tracker's log.
+    pub fn log(&self) -> String {
+        tail(&self.data.join("tracker.log"))
+    }
+}
+
+impl Drop for TrackerProcess {
+    fn drop(&mut self) {
+        kill_now(&mut self.child);
+    }
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into()
+    })
+}
+
+fn read(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = response.expect("the API answers");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// `GET url`: status and JSON body.
+pub fn http_get(url: &str) -> (u16, Value) {
+    read(agent().get(url).call())
+}
+
+/// `POST url` with a JSON body: status and JSON body.
+pub fn http_post(url: &str, body: &Value) -> (u16, Value) {
+    read(agent().post(url).send_json(body))
+}
+
+/// How to start a node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Tracker addresses.
+    pub trackers: Vec<String>,
+    /// A network parameter file (else `--network dev`).
+    pub network_file: Option<PathBuf>,
+    /// Mining threads (default 1).
+    pub threads: Option<usize>,
+    /// More arguments.
+    pub extra: Vec<String>,
+}
+
+/// A running node, driven through its API.
+pub struct NodeProcess {
+    child: Child,
+    /// Its name.
+    pub name: String,
+    /// API base URL.
+    pub api: String,
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    options: NodeOptions,
+}
+
+impl NodeProcess {
+    /// Starts `name` with its data in `data`.
+    pub fn start(name: &str, data: &Path, options: &NodeOptions) -> Self {
+        std::fs::create_dir_all(data).expect("node data dir");
+        let log = data.join("node.log");
+        let mut command = Command::new(&binaries().node);
+        command
+            .args([
+                "--name",
+                name,
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--daemon",
+            ])
+            .args(["--threads", &options.threads.unwrap_or(1).to_string(), "--data"])
+            .arg(data);
+        for tracker in &options.trackers {
+            command.args(["--tracker", tracker]);
+        }
+        match &options.network_file {
+            Some(file) => command.arg("--network-file").arg(file),
+            None => command.args(["--network", "dev"]),
+        };
+        command.args(&options.extra);
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut child = command
+            .env("RUST_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("node starts");
+        let lines = stdout_lines(&mut child);
+        let found = wait_lines(&lines, &["node peer id: ", "node api: "], &mut child, &log);
+        let (peer_id, api) = (found[0].clone(), found[1].clone());
+        std::thread::spawn(move || lines.iter().for_each(drop));
+        Self {
+            child,
+            name: name.to_string(),
+            api,
+            peer_id,
+            data: data.to_path_buf(),
+            options: options.clone(),
+        }
+    }
+
+    /// Starts a node expected to fail; returns its exit code and log.
+    pub fn run_to_exit(
+        name: &str,
+        data: &Path,
+        options: &NodeOptions,
+        timeout: Duration,
+    ) -> (Option<i32>, String) {
+        std::fs::create_dir_all(data).expect("node data dir");
+        let log = data.join("node.log");
+        let mut command = Command::new(&binaries().node);
+        command
+            .args([
+                "--name",
+                name,
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--daemon",
+                "--network",
+                "dev",
+                "--data",
+            ])
+            .arg(data);
+        for tracker in &options.trackers {
+            command.args(["--tracker", tracker]);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("node starts");
+        let status = wait_for("the node to exit", timeout, || child.try_wait().ok().flatten());
+        (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    /// `GET /api/{path}`.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = http_get(&format!("{}/api/{path}", self.api));
+        assert_eq!(status, 200, "GET {path} on {}: {body}", self.name);
+        body
+    }
+
+    /// `POST /api/{path}`: status and body.
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        http_post(&format!("{}/api/{path}", self.api), &body)
+    }
+
+    /// `POST /api/send`, expecting success; returns (txid, status).
+    pub fn send(&self, to: &str, amount: &str, message: &str) -> (String, String) {
+        let (status, body) = self
+            .post("send", serde_json::json!({ "to": to, "amount": amount, "message": message }));
+        assert_eq!(status, 200, "{} sending to {to}: {body}", self.name);
+        (
+            body["txid"].as_str().expect("txid").to_string(),
+            body["status"].as_str().expect("status").to_string(),
+        )
+    }
+
+    /// `POST /api/mine`, waiting for the result.
+    pub fn mine(&self, blocks: u32) -> Value {
+        let (status, body) = self.post("mine", serde_json::json!({ "blocks": blocks }));
+        assert_eq!(status, 200, "{} mining: {body}", self.name);
+        body
+    }
+
+    /// Best height.
+    pub fn height(&self) -> u64 {
+        self.get("status")["height"].as_u64().expect("height")
+    }
+
+    /// Best tip hash.
+    pub fn tip(&self) -> String {
+        self.get("status")["tip"].as_str().expect("tip").to_string()
+    }
+
+    /// Confirmed balance of `name` as text.
+    pub fn balance(&self, name: &str) -> String {
+        self.get(&format!("balance/{name}"))["confirmed"].as_str().expect("confirmed").to_string()
+    }
+
+    /// Names this node lists in its directory, with whether each is connected.
+    pub fn peer_names(&self) -> Vec<(String, bool)> {
+        self.get("peers")
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["connected"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    /// Txids in the mempool.
+    pub fn mempool_ids(&self) -> Vec<String> {
+        self.get("mempool")
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|t| t["txid"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The node's log.
+    pub fn log(&self) -> String {
+        tail(&self.data.join("node.log"))
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill9(&mut self) {
+        kill_now(&mut self.child);
+    }
+
+    /// Stops it with SIGTERM (clean shutdown).
+    pub fn stop(&mut self) {
+        terminate(&mut self.child);
+    }
+
+    /// Starts it again with the same data directory and options.
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Self::start(&self.name, &self.data.clone(), &self.options.clone());
+        *self = again;
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        kill_now(&mut self.child);
+    }
+}
+
+/// A test network with a fixed difficulty of about `2^log2_hashes` hashes a block.
+pub fn test_params(name: &str, log2_hashes: u32) -> NetworkParams {
+    let bits = Target::from_expected_hashes_log2(log2_hashes).to_compact();
+    NetworkParams {
+        name: name.into(),
+        initial_bits: bits,
+        pow_limit_bits: bits,
+        retarget_interval: 0,
+        ..NetworkParams::dev()
+    }
+}
+
+/// Writes `params` as a `--network-file` in `dir`.
+pub fn network_file(dir: &Path, params: &NetworkParams) -> PathBuf {
+    let path = dir.join(format!("{}.json", params.name));
+    std::fs::write(&path, serde_json::to_string_pretty(params).expect("params serialise"))
+        .expect("write params");
+    path
+}

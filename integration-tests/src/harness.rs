@@ -468,3 +468,81 @@ pub fn network_file(dir: &Path, params: &NetworkParams) -> PathBuf {
         .expect("write params");
     path
 }
+
+/// A peer under the test's full control, built from the node's own network stack: it
+/// can send any bytes on any protocol, for tests of what honest nodes do with garbage.
+pub struct RawPeer {
+    runtime: tokio::runtime::Runtime,
+    /// Its network client.
+    pub client: raclette_node::network::Client,
+    /// Its key.
+    pub keypair: raclette_protocol::Keypair,
+    /// Its PeerId.
+    pub peer_id: libp2p::PeerId,
+}
+
+impl RawPeer {
+    /// Starts a peer on loopback for `network`, connected to `trackers` (none is fine).
+    pub fn start(keypair: raclette_protocol::Keypair, network: raclette_protocol::NetworkId, trackers: &[String]) -> Self {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let peer_id = raclette_node::network::identity::peer_id_of(&keypair.public());
+        let config = raclette_node::network::NetworkConfig {
+            keypair: keypair.clone(),
+            network,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("constant")],
+            trackers: trackers.iter().map(|t| t.parse().expect("tracker multiaddr")).collect(),
+            external: Vec::new(),
+        };
+        let client = runtime.block_on(async {
+            let (client, mut events, event_loop) = raclette_node::network::new(config).expect("network starts");
+            tokio::spawn(event_loop.run());
+            let answering = client.clone();
+            tokio::spawn(async move {
+                // Answer whatever comes with nothing useful, and ignore all gossip.
+                while let Some(event) = events.recv().await {
+                    match event {
+                        raclette_node::network::NetworkEvent::Request(request) => {
+                            answering.respond(request.token, Vec::new()).await;
+                        }
+                        raclette_node::network::NetworkEvent::Gossip { message_id, source, .. } => {
+                            answering.validate(message_id, source, libp2p::gossipsub::MessageAcceptance::Ignore).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            client
+        });
+        Self { runtime, client, keypair, peer_id }
+    }
+
+    /// Dials a multiaddr (with `/p2p/...`).
+    pub fn dial(&self, address: &str) {
+        let address: libp2p::Multiaddr = address.parse().expect("a multiaddr");
+        let peer = raclette_node::network::peer_of(&address);
+        self.runtime.block_on(self.client.dial(peer, vec![address]));
+    }
+
+    /// Sends raw bytes as a request and waits for the raw answer.
+    pub fn request(
+        &self,
+        peer: &str,
+        protocol: raclette_node::network::Protocol,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, raclette_node::network::RequestError> {
+        let peer: libp2p::PeerId = peer.parse().expect("a PeerId");
+        self.runtime.block_on(self.client.request(peer, protocol, bytes))
+    }
+
+    /// Publishes raw bytes on a topic, retrying until some peer is subscribed.
+    pub fn publish(&self, topic: raclette_node::network::Topic, bytes: Vec<u8>) {
+        wait_for("a gossip peer to publish to", Duration::from_secs(30), || {
+            self.runtime.block_on(self.client.publish(topic, bytes.clone())).ok()
+        });
+    }
+
+    /// PeerIds connected now.
+    pub fn connected(&self) -> Vec<String> {
+        self.runtime.block_on(self.client.connections()).into_iter().map(|(peer, _)| peer.to_string()).collect()
+    }
+}

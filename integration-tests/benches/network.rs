@@ -1,0 +1,2 @@
+//! placeholder replaced by the network bench
+fn main() {}

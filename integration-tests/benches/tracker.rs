@@ -1,0 +1,2 @@
+//! placeholder replaced by the tracker bench
+fn main() {}

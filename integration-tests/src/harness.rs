@@ -127,7 +127,10 @@ fn kill_now(child: &mut Child) {
 
 fn terminate(child: &mut Child) {
     // SIGTERM, then SIGKILL if it does not stop in time.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -483,7 +486,11 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// Starts a peer on loopback for `network`, connected to `trackers` (none is fine).
-    pub fn start(keypair: raclette_protocol::Keypair, network: raclette_protocol::NetworkId, trackers: &[String]) -> Self {
+    pub fn start(
+        keypair: raclette_protocol::Keypair,
+        network: raclette_protocol::NetworkId,
+        trackers: &[String],
+    ) -> Self {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         let peer_id = raclette_node::network::identity::peer_id_of(&keypair.public());
         let config = raclette_node::network::NetworkConfig {
@@ -494,7 +501,8 @@ impl RawPeer {
             external: Vec::new(),
         };
         let client = runtime.block_on(async {
-            let (client, mut events, event_loop) = raclette_node::network::new(config).expect("network starts");
+            let (client, mut events, event_loop) =
+                raclette_node::network::new(config).expect("network starts");
             tokio::spawn(event_loop.run());
             let answering = client.clone();
             tokio::spawn(async move {
@@ -504,8 +512,16 @@ impl RawPeer {
                         raclette_node::network::NetworkEvent::Request(request) => {
                             answering.respond(request.token, Vec::new()).await;
                         }
-                        raclette_node::network::NetworkEvent::Gossip { message_id, source, .. } => {
-                            answering.validate(message_id, source, libp2p::gossipsub::MessageAcceptance::Ignore).await;
+                        raclette_node::network::NetworkEvent::Gossip {
+                            message_id, source, ..
+                        } => {
+                            answering
+                                .validate(
+                                    message_id,
+                                    source,
+                                    libp2p::gossipsub::MessageAcceptance::Ignore,
+                                )
+                                .await;
                         }
                         _ => {}
                     }
@@ -543,6 +559,10 @@ impl RawPeer {
 
     /// PeerIds connected now.
     pub fn connected(&self) -> Vec<String> {
-        self.runtime.block_on(self.client.connections()).into_iter().map(|(peer, _)| peer.to_string()).collect()
+        self.runtime
+            .block_on(self.client.connections())
+            .into_iter()
+            .map(|(peer, _)| peer.to_string())
+            .collect()
     }
 }

@@ -56,8 +56,11 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/api/mempool", get(mempool))
         .route("/api/blocks", get(blocks))
         .route("/api/block/{id}", get(block))
+        .route("/api/tx/{txid}", get(transaction))
         .route("/api/send", post(send))
         .route("/api/mine", post(mine))
+        .route("/api/ban", post(ban))
+        .route("/api/unban", post(unban))
         .route("/api/shutdown", post(shutdown))
         .fallback(|| async {
             ApiError(StatusCode::NOT_FOUND, "no such endpoint; see the README's API table".into())
@@ -131,6 +134,13 @@ async fn block(State(node): State<NodeHandle>, Path(id): Path<String>) -> ApiRes
     ok(node.ask(|reply| Request::Block { id, reply }).await??)
 }
 
+async fn transaction(State(node): State<NodeHandle>, Path(txid): Path<String>) -> ApiResult {
+    let txid = txid.parse().map_err(|_| {
+        UserError::Invalid(format!("'{txid}' is not a transaction id (64 hex digits)"))
+    })?;
+    ok(node.ask(|reply| Request::Transaction { txid, reply }).await??)
+}
+
 #[derive(Deserialize)]
 struct SendBody {
     to: String,
@@ -173,6 +183,35 @@ async fn mine(
 ) -> ApiResult {
     let Json(body) = body.map_err(|error| ApiError(StatusCode::BAD_REQUEST, error.body_text()))?;
     ok(node.ask(|reply| Request::Mine { blocks: body.blocks, reply }).await??)
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+async fn block_peer(
+    node: NodeHandle,
+    body: Result<Json<NameBody>, axum::extract::rejection::JsonRejection>,
+    blocked: bool,
+) -> ApiResult {
+    let Json(body) = body.map_err(|error| ApiError(StatusCode::BAD_REQUEST, error.body_text()))?;
+    node.ask(|reply| Request::Ban { name: body.name, blocked, reply }).await??;
+    ok(json!({ "status": if blocked { "banned" } else { "unbanned" } }))
+}
+
+async fn ban(
+    State(node): State<NodeHandle>,
+    body: Result<Json<NameBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    block_peer(node, body, true).await
+}
+
+async fn unban(
+    State(node): State<NodeHandle>,
+    body: Result<Json<NameBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    block_peer(node, body, false).await
 }
 
 async fn shutdown(State(node): State<NodeHandle>) -> ApiResult {

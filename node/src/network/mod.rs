@@ -35,6 +35,8 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub const RENDEZVOUS_TTL_SECS: u64 = 300;
 /// How often to ask trackers' rendezvous servers for peers.
 const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+/// How long a banned peer's connections stay open for its last answers.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(300);
 /// How often to try reaching a tracker we are not connected to.
 const TRACKER_REDIAL_EVERY: Duration = Duration::from_secs(2);
 
@@ -213,6 +215,10 @@ enum Command {
     Disconnect {
         peer: PeerId,
     },
+    SetBlocked {
+        peer: PeerId,
+        blocked: bool,
+    },
 }
 
 /// The handle the rest of the node uses to act on the network.
@@ -270,6 +276,11 @@ impl Client {
     /// Counts a fault against a peer; enough of them get it banned.
     pub async fn penalize(&self, peer: PeerId, penalty: Penalty, reason: impl Into<String>) {
         self.send(Command::Penalize { peer, penalty, reason: reason.into() }).await;
+    }
+
+    /// Refuses (or again accepts) every connection with a peer, closing current ones.
+    pub async fn block(&self, peer: PeerId, blocked: bool) {
+        self.send(Command::SetBlocked { peer, blocked }).await;
     }
 
     /// Closes every connection to a peer.
@@ -371,6 +382,7 @@ pub fn new(
         connections: HashMap::new(),
         scores: PeerScores::default(),
         last_discover: None,
+        pending_disconnects: Vec::new(),
     };
     Ok((Client { commands }, events, event_loop))
 }
@@ -399,6 +411,8 @@ pub struct EventLoop {
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
     scores: PeerScores,
     last_discover: Option<Instant>,
+    /// Banned peers to disconnect once their last answers have gone out.
+    pending_disconnects: Vec<(PeerId, Instant)>,
 }
 
 impl EventLoop {
@@ -428,6 +442,16 @@ impl EventLoop {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .pending_disconnects
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        self.pending_disconnects.retain(|(_, at)| *at > now);
+        for peer in due {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
         for peer in self.scores.expire_bans(now) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
@@ -568,8 +592,10 @@ impl EventLoop {
                 warn!(%peer, ?penalty, %reason, "penalised a peer");
                 if self.scores.penalize(peer, penalty, Instant::now()) {
                     warn!(%peer, "banned a peer for {} s", peers::BAN_DURATION.as_secs());
+                    // No new connections at once; the current ones close after a moment,
+                    // so the answer telling the peer what it did wrong still goes out.
                     self.swarm.behaviour_mut().blocked.block_peer(peer);
-                    let _ = self.swarm.disconnect_peer_id(peer);
+                    self.pending_disconnects.push((peer, Instant::now() + DISCONNECT_GRACE));
                 }
             }
             Command::Connections { reply } => {
@@ -589,6 +615,16 @@ impl EventLoop {
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::SetBlocked { peer, blocked } => {
+                if blocked {
+                    info!(%peer, "blocked a peer");
+                    self.swarm.behaviour_mut().blocked.block_peer(peer);
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                } else {
+                    info!(%peer, "unblocked a peer");
+                    self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                }
             }
         }
     }

@@ -511,6 +511,25 @@ impl Node {
             Request::Block { id, reply } => {
                 let _ = reply.send(self.block_view(id));
             }
+            Request::Transaction { txid, reply } => {
+                let _ = reply.send(self.transaction_view(&txid));
+            }
+            Request::Ban { name, blocked, reply } => {
+                let result = match self.directory.resolve(&name) {
+                    Ok(card) => {
+                        let peer = crate::network::identity::peer_id_of(&card.key);
+                        self.client.block(peer, blocked).await;
+                        if !blocked {
+                            let addresses =
+                                card.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                            self.client.dial(Some(peer), addresses).await;
+                        }
+                        Ok(())
+                    }
+                    Err(message) => Err(UserError::NotFound(message)),
+                };
+                let _ = reply.send(result);
+            }
             Request::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }
@@ -539,6 +558,12 @@ impl Node {
                 .collect(),
             mempool: self.mempool.len(),
             mining: self.mining.is_some(),
+            outbox: self
+                .chain
+                .store()
+                .reader()
+                .and_then(|reader| reader.values::<transfers::OutboxRecord>(Table::Outbox))
+                .map_or(0, |records| records.len()),
         }
     }
 
@@ -686,6 +711,57 @@ impl Node {
             best_chain,
             transactions,
         })
+    }
+}
+
+impl Node {
+    /// A transaction as the API shows it; the text only for its sender and receiver.
+    fn tx_view(&self, tx: &Transaction) -> TxView {
+        let own = self.keypair.public();
+        match tx {
+            Transaction::Coinbase(coinbase) => TxView {
+                txid: tx.txid().to_string(),
+                kind: "coinbase",
+                from: None,
+                to: self.name_of(&coinbase.to),
+                amount: coinbase.amount.to_string(),
+                fee: None,
+                message: Some(String::from_utf8_lossy(&coinbase.memo).into_owned()),
+            },
+            Transaction::Transfer(transfer) => TxView {
+                txid: tx.txid().to_string(),
+                kind: "transfer",
+                from: Some(self.name_of(&transfer.from)),
+                to: self.name_of(&transfer.to),
+                amount: transfer.amount.to_string(),
+                fee: Some(transfer.fee.to_string()),
+                message: (transfer.from == own || transfer.to == own)
+                    .then(|| self.read_message(transfer)),
+            },
+        }
+    }
+
+    fn transaction_view(&self, txid: &TxId) -> Result<TransactionView, UserError> {
+        if let Some(record) = self.mempool.get(txid) {
+            let transaction = self.tx_view(&Transaction::Transfer(record.transfer.clone()));
+            return Ok(TransactionView {
+                txid: txid.to_string(),
+                status: "pending",
+                height: None,
+                transaction,
+            });
+        }
+        match self.chain.transaction(txid).unwrap_or_else(|error| self.fatal(error)) {
+            Some((tx, entry)) => Ok(TransactionView {
+                txid: txid.to_string(),
+                status: "confirmed",
+                height: Some(entry.height()),
+                transaction: self.tx_view(&tx),
+            }),
+            None => Err(UserError::NotFound(format!(
+                "no transaction {txid} pending or in the best chain"
+            ))),
+        }
     }
 }
 

@@ -447,15 +447,10 @@ impl Node {
 
     /// Serves a peer's sync request.
     pub(super) async fn on_sync_request(&mut self, request: InboundRequest) {
+        let mut fault = None;
         let response = match SyncRequest::decode(&request.bytes) {
             Err(error) => {
-                self.client
-                    .penalize(
-                        request.peer,
-                        Penalty::LowTolerance,
-                        format!("malformed sync request: {error}"),
-                    )
-                    .await;
+                fault = Some((Penalty::LowTolerance, format!("malformed sync request: {error}")));
                 SyncResponse::Refused { reason: format!("malformed request: {error}") }
             }
             Ok(SyncRequest::Status(status)) => {
@@ -473,9 +468,7 @@ impl Node {
                 )
             }
             Ok(SyncRequest::Blocks { hashes }) if hashes.len() > MAX_BLOCKS_PER_REQUEST => {
-                self.client
-                    .penalize(request.peer, Penalty::MidTolerance, "asked for too many blocks")
-                    .await;
+                fault = Some((Penalty::MidTolerance, "asked for too many blocks".to_string()));
                 SyncResponse::Refused {
                     reason: format!("at most {MAX_BLOCKS_PER_REQUEST} blocks per request"),
                 }
@@ -485,5 +478,8 @@ impl Node {
             ),
         };
         self.client.respond(request.token, response.encode()).await;
+        if let Some((penalty, reason)) = fault {
+            self.client.penalize(request.peer, penalty, reason).await;
+        }
     }
 }

@@ -226,40 +226,42 @@ impl Node {
         self.announce_received(transfer);
     }
 
-    /// A transfer sent straight to this node.
+    /// A transfer sent straight to this node. The sender hears the answer before any
+    /// penalty, so even a peer about to be banned learns why.
     pub(super) async fn on_direct_request(&mut self, request: InboundRequest) {
-        let response = self.receive_direct(request.peer, &request.bytes).await;
+        let (response, fault) = self.receive_direct(&request.bytes).await;
         self.client.respond(request.token, response.encode()).await;
+        if let Some(fault) = fault {
+            self.client.penalize(request.peer, Penalty::LowTolerance, fault).await;
+        }
     }
 
-    async fn receive_direct(&mut self, peer: PeerId, bytes: &[u8]) -> DirectResponse {
+    /// The answer to a direct transfer, and the sender's fault if it broke a rule.
+    async fn receive_direct(&mut self, bytes: &[u8]) -> (DirectResponse, Option<String>) {
         let reject = |reason: String| DirectResponse::Rejected { reason };
         let transfer = match DirectRequest::decode(bytes) {
             Ok(request) => request.transfer,
             Err(error) => {
-                self.client
-                    .penalize(
-                        peer,
-                        Penalty::LowTolerance,
-                        format!("malformed direct request: {error}"),
-                    )
-                    .await;
-                return reject(format!("malformed request: {error}"));
+                let fault = format!("malformed direct request: {error}");
+                return (reject(format!("malformed request: {error}")), Some(fault));
             }
         };
         if transfer.to != self.keypair.public() {
-            return reject("this transaction is not addressed to this node".into());
+            return (reject("this transaction is not addressed to this node".into()), None);
         }
+        let own = &self.keypair;
         if raclette_protocol::encryption::decrypt(
-            &self.keypair,
+            own,
             &transfer.from,
             &transfer.to,
             &transfer.message,
         )
         .is_err()
         {
-            self.client.penalize(peer, Penalty::LowTolerance, "message does not decrypt").await;
-            return reject("the message does not decrypt".into());
+            return (
+                reject("the message does not decrypt".into()),
+                Some("message does not decrypt".into()),
+            );
         }
         let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
         let added = self.mempool.add(&reader, transfer.clone(), now_ms());
@@ -272,19 +274,15 @@ impl Node {
                 {
                     warn!(%error, "accepted a transfer but could not gossip it");
                 }
-                DirectResponse::Accepted
+                (DirectResponse::Accepted, None)
             }
             Err(MempoolError::AlreadyKnown | MempoolError::AlreadyMined) => {
                 self.keep_in_inbox(&transfer);
-                DirectResponse::Accepted
+                (DirectResponse::Accepted, None)
             }
             Err(error) => {
-                if error.is_peer_fault() {
-                    self.client
-                        .penalize(peer, Penalty::LowTolerance, format!("invalid transfer: {error}"))
-                        .await;
-                }
-                reject(error.to_string())
+                let fault = error.is_peer_fault().then(|| format!("invalid transfer: {error}"));
+                (reject(error.to_string()), fault)
             }
         }
     }

@@ -85,6 +85,22 @@ pub enum Request {
         /// The answer.
         reply: oneshot::Sender<Result<BlockView, UserError>>,
     },
+    /// One transaction by id, pending or confirmed.
+    Transaction {
+        /// Its id.
+        txid: raclette_protocol::TxId,
+        /// The answer.
+        reply: oneshot::Sender<Result<TransactionView, UserError>>,
+    },
+    /// Refuse (or accept again) every connection with a peer.
+    Ban {
+        /// The peer's name.
+        name: String,
+        /// Block or unblock.
+        blocked: bool,
+        /// The answer.
+        reply: oneshot::Sender<Result<(), UserError>>,
+    },
     /// `quit`: stop cleanly.
     Shutdown(oneshot::Sender<()>),
 }
@@ -118,6 +134,8 @@ pub struct StatusView {
     pub mempool: usize,
     /// Whether the miner is running.
     pub mining: bool,
+    /// Transfers waiting for their receiver to come online.
+    pub outbox: usize,
 }
 
 /// A tracker in the status.
@@ -280,6 +298,20 @@ pub struct BlockView {
     pub best_chain: bool,
     /// Transactions.
     pub transactions: Vec<TxView>,
+}
+
+/// `GET /api/tx/{txid}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionView {
+    /// Transaction id.
+    pub txid: String,
+    /// `pending` or `confirmed`.
+    pub status: &'static str,
+    /// Height of the block holding it, if confirmed.
+    pub height: Option<u64>,
+    /// The transaction.
+    #[serde(flatten)]
+    pub transaction: TxView,
 }
 
 /// A transaction in a block view.

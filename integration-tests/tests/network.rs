@@ -1,0 +1,397 @@
+//! Nodes on a real network of processes: racing miners, a late joiner, a partition that
+//! heals, a receiver that was offline, a node killed mid-sync, and a peer that sends
+//! garbage on every protocol.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
+use std::time::Duration;
+
+use raclette_integration_tests::harness::{
+    NodeOptions, NodeProcess, RawPeer, TrackerProcess, network_file, test_params, wait_for,
+};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A tracker and nodes on a test network of `2^log2_hashes` hashes a block.
+struct Net {
+    dir: tempfile::TempDir,
+    _tracker: TrackerProcess,
+    options: NodeOptions,
+    params: raclette_protocol::NetworkParams,
+}
+
+impl Net {
+    fn new(name: &str, log2_hashes: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = TrackerProcess::start(&dir.path().join("tracker"));
+        let params = test_params(name, log2_hashes);
+        let options = NodeOptions {
+            trackers: vec![tracker.address.clone()],
+            network_file: Some(network_file(dir.path(), &params)),
+            ..NodeOptions::default()
+        };
+        Self { dir, _tracker: tracker, options, params }
+    }
+
+    fn node(&self, name: &str) -> NodeProcess {
+        NodeProcess::start(name, &self.dir.path().join(name), &self.options)
+    }
+}
+
+/// Waits until every node lists every other one as connected.
+fn wait_connected(nodes: &[&NodeProcess]) {
+    for node in nodes {
+        let others: Vec<&str> =
+            nodes.iter().filter(|n| n.name != node.name).map(|n| n.name.as_str()).collect();
+        wait_for(&format!("{} connected to {others:?}", node.name), PATIENCE, || {
+            let peers = node.peer_names();
+            others
+                .iter()
+                .all(|o| peers.iter().any(|(name, connected)| name == o && *connected))
+                .then_some(())
+        });
+    }
+}
+
+/// Waits until every node has the same tip and returns it.
+fn wait_same_tip(nodes: &[&NodeProcess]) -> String {
+    wait_for("every node on one tip", PATIENCE, || {
+        let tips: Vec<String> = nodes.iter().map(|n| n.tip()).collect();
+        tips.iter().all(|t| *t == tips[0]).then(|| tips[0].clone())
+    })
+}
+
+fn block_hash(node: &NodeProcess, height: u64) -> String {
+    node.get(&format!("block/{height}"))["hash"].as_str().unwrap().to_string()
+}
+
+fn inbox_entries(node: &NodeProcess, txid: &str) -> Vec<Value> {
+    node.get("inbox").as_array().unwrap().iter().filter(|i| i["txid"] == txid).cloned().collect()
+}
+
+#[test]
+fn given_two_miners_racing_for_a_height_then_one_block_wins_everywhere_and_the_loser_says_so() {
+    // About 2^25 hashes a block: seconds on one thread, so both search at once.
+    let net = Net::new("race", 25);
+    let (alice, bob, carol) = (net.node("alice"), net.node("bob"), net.node("carol"));
+    wait_connected(&[&alice, &bob, &carol]);
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| alice.mine(1));
+        let b = scope.spawn(|| bob.mine(1));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mined = |report: &Value| report["mined"].as_array().unwrap().len();
+    let lost = |report: &Value| report["lost"].as_array().unwrap().clone();
+    if mined(&a) == 1 && mined(&b) == 1 {
+        // Both found a block before hearing of the other's (rare): a tie that the next
+        // block breaks. Carol mines on whichever she saw first.
+        eprintln!("both miners found height 1; carol breaks the tie");
+        carol.mine(1);
+    } else {
+        let (winner, loser_report) = if mined(&a) == 1 { ("alice", &b) } else { ("bob", &a) };
+        let lost = lost(loser_report);
+        assert_eq!(lost.len(), 1, "the loser reports the lost height: {loser_report}");
+        assert_eq!(lost[0]["height"], 1);
+        assert_eq!(lost[0]["winner"], winner);
+    }
+    wait_same_tip(&[&alice, &bob, &carol]);
+    let at_one: Vec<String> = [&alice, &bob, &carol].iter().map(|n| block_hash(n, 1)).collect();
+    assert!(at_one.iter().all(|h| *h == at_one[0]), "one block at height 1 everywhere: {at_one:?}");
+}
+
+#[test]
+fn given_a_chain_of_hundreds_of_blocks_when_a_node_joins_late_then_it_syncs_to_the_same_tip_and_balances()
+ {
+    let net = Net::new("late", 8);
+    let (alice, bob) = (net.node("alice"), net.node("bob"));
+    wait_connected(&[&alice, &bob]);
+    alice.mine(150);
+    alice.send("bob", "7.5", "for the cheese");
+    alice.mine(150);
+    let tip = wait_same_tip(&[&alice, &bob]);
+    assert_eq!(alice.height(), 300);
+
+    let carol = net.node("carol");
+    wait_for("carol to catch up", PATIENCE, || (carol.tip() == tip).then_some(()));
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(carol.balance(name), alice.balance(name), "{name}'s balance");
+    }
+    assert_eq!(carol.get("status")["syncing"], false);
+}
+
+#[test]
+fn given_a_partition_when_it_heals_then_all_take_the_heavier_chain_and_abandoned_transfers_get_mined()
+ {
+    let net = Net::new("partition", 8);
+    let (alice, bob, carol, dave) =
+        (net.node("alice"), net.node("bob"), net.node("carol"), net.node("dave"));
+    let everyone = [&alice, &bob, &carol, &dave];
+    wait_connected(&everyone);
+    alice.mine(2);
+    carol.mine(2);
+    wait_same_tip(&everyone);
+
+    // Cut the network in two: each side bans the other.
+    let side_a = [&alice, &bob];
+    let side_b = [&carol, &dave];
+    for (ours, theirs) in [(&side_a, &side_b), (&side_b, &side_a)] {
+        for node in ours.iter() {
+            for other in theirs.iter() {
+                let (status, body) = node.post("ban", json!({ "name": other.name }));
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    }
+    for node in everyone {
+        wait_for(&format!("{} cut off from the other side", node.name), PATIENCE, || {
+            (node.get("status")["peers"] == 1).then_some(())
+        });
+    }
+
+    // Side A: one block with alice's payment to bob. Side B: three blocks with carol's.
+    let (a_txid, _) = alice.send("bob", "5", "side a");
+    wait_for("bob to have alice's payment", PATIENCE, || {
+        bob.mempool_ids().contains(&a_txid).then_some(())
+    });
+    alice.mine(1);
+    let (b_txid, _) = carol.send("dave", "7", "side b");
+    wait_for("dave to have carol's payment", PATIENCE, || {
+        dave.mempool_ids().contains(&b_txid).then_some(())
+    });
+    carol.mine(3);
+    let side_a_tip = wait_same_tip(&side_a);
+    let side_b_tip = wait_same_tip(&side_b);
+    assert_ne!(side_a_tip, side_b_tip);
+
+    // Heal: everyone converges on side B's heavier chain; alice's payment is pending again.
+    for node in everyone {
+        for other in everyone {
+            if node.name != other.name {
+                node.post("unban", json!({ "name": other.name }));
+            }
+        }
+    }
+    wait_for("everyone on side B's chain", PATIENCE, || {
+        everyone.iter().all(|n| n.tip() == side_b_tip).then_some(())
+    });
+    for node in side_a {
+        wait_for(&format!("alice's payment back in {}'s mempool", node.name), PATIENCE, || {
+            node.mempool_ids().contains(&a_txid).then_some(())
+        });
+    }
+    bob.mine(1);
+    let tip = wait_same_tip(&everyone);
+    for node in everyone {
+        assert_eq!(node.tip(), tip);
+        assert_eq!(node.balance("bob"), bob.balance("bob"));
+    }
+    let confirmed = inbox_entries(&bob, &a_txid);
+    assert_eq!(confirmed.len(), 1);
+    wait_for("alice's payment confirmed in bob's inbox", PATIENCE, || {
+        inbox_entries(&bob, &a_txid).first().and_then(|e| e["height"].as_u64())
+    });
+    assert!(
+        dave.get("inbox")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["txid"] == b_txid && e["height"].is_u64())
+    );
+}
+
+#[test]
+fn given_receiver_offline_when_sent_then_broadcast_mined_and_delivered_once_when_back() {
+    let net = Net::new("offline", 8);
+    let (alice, mut bob, carol) = (net.node("alice"), net.node("bob"), net.node("carol"));
+    wait_connected(&[&alice, &bob, &carol]);
+    alice.mine(1);
+    wait_same_tip(&[&alice, &bob, &carol]);
+
+    bob.stop();
+    wait_for("alice to see bob gone", PATIENCE, || {
+        alice.peer_names().iter().any(|(name, connected)| name == "bob" && !connected).then_some(())
+    });
+    let (txid, status) = alice.send("bob", "3", "while you were away");
+    assert_eq!(status, "broadcast");
+    assert_eq!(alice.get("status")["outbox"], 1);
+    wait_for("carol to have the broadcast transfer", PATIENCE, || {
+        carol.mempool_ids().contains(&txid).then_some(())
+    });
+    carol.mine(1);
+    wait_same_tip(&[&alice, &carol]);
+
+    bob.restart();
+    wait_for("alice to deliver her outbox", PATIENCE, || {
+        (alice.get("status")["outbox"] == 0).then_some(())
+    });
+    wait_same_tip(&[&alice, &bob, &carol]);
+    let entries = wait_for("bob's inbox to show the message in its block", PATIENCE, || {
+        let entries = inbox_entries(&bob, &txid);
+        entries.first().is_some_and(|e| e["height"] == 2).then_some(entries)
+    });
+    assert_eq!(entries.len(), 1, "delivered once: {entries:?}");
+    assert_eq!(entries[0]["message"], "while you were away");
+}
+
+fn mempool_and_inbox(node: &NodeProcess) -> (Vec<String>, Vec<String>) {
+    let mut pool = node.mempool_ids();
+    pool.sort();
+    let mut inbox: Vec<String> = node
+        .get("inbox")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["txid"].as_str().unwrap().to_string())
+        .collect();
+    inbox.sort();
+    (pool, inbox)
+}
+
+#[test]
+fn given_node_killed_in_the_middle_of_a_sync_then_it_restarts_intact_and_catches_up() {
+    let net = Net::new("crash", 8);
+    let (alice, mut dave) = (net.node("alice"), net.node("dave"));
+    wait_connected(&[&alice, &dave]);
+    alice.mine(3);
+    let (paid, _) = alice.send("dave", "2", "before the crash");
+    alice.mine(1);
+    wait_same_tip(&[&alice, &dave]);
+    dave.mine(1);
+    let (pending, _) = dave.send("alice", "1", "pending");
+    let before = mempool_and_inbox(&dave);
+    assert!(before.0.contains(&pending) && before.1.contains(&paid));
+    let peers_before = dave.peer_names();
+
+    // Dave goes away; alice mines a long chain (with dave's pending transfer in it).
+    dave.stop();
+    alice.mine(600);
+    let target = alice.height();
+    dave.restart();
+    let height_at_kill = wait_for("dave to be part way through", PATIENCE, || {
+        let height = dave.height();
+        (height > 6 && height < target).then_some(height)
+    });
+    dave.kill9();
+    dave.restart();
+    let after = dave.height();
+    assert!(after >= height_at_kill, "kept what it had imported ({after} >= {height_at_kill})");
+    let (pool, inbox) = mempool_and_inbox(&dave);
+    assert!(inbox.contains(&paid), "inbox intact");
+    let status = dave.get(&format!("tx/{pending}"))["status"].as_str().unwrap().to_string();
+    assert!(
+        (status == "pending") == pool.contains(&pending),
+        "the pending transfer is still pending or mined, never lost ({status})"
+    );
+    let peers = dave.peer_names();
+    assert_eq!(
+        peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        peers_before.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        "directory intact"
+    );
+    wait_for("dave to catch up after the restart", PATIENCE, || {
+        (dave.tip() == alice.tip()).then_some(())
+    });
+    assert_eq!(dave.balance("dave"), alice.balance("dave"));
+    assert_eq!(dave.balance("alice"), alice.balance("alice"));
+}
+
+fn read_peer_address(node: &NodeProcess) -> String {
+    node.get("whoami")["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .find(|a| a.contains("/tcp/"))
+        .unwrap()
+}
+
+/// A misbehaving peer connected to `node`.
+fn rogue(net: &Net, seed: u8, node: &NodeProcess) -> RawPeer {
+    let key = raclette_protocol::Keypair::from_secret_bytes([seed; 32]).unwrap();
+    let peer = RawPeer::start(key, net.params.network_id(), &[]);
+    peer.dial(&read_peer_address(node));
+    wait_for("the rogue peer connected", PATIENCE, || {
+        peer.connected().contains(&node.peer_id).then_some(())
+    });
+    peer
+}
+
+/// Waits until `node` has banned `peer`, and checks a new dial is refused.
+fn wait_banned(peer: &RawPeer, node: &NodeProcess) {
+    wait_for("the honest node to ban the rogue peer", PATIENCE, || {
+        (!peer.connected().contains(&node.peer_id)).then_some(())
+    });
+    peer.dial(&read_peer_address(node));
+    // A refused dial produces no event here: give it time to have failed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!peer.connected().contains(&node.peer_id), "the ban holds");
+}
+
+#[test]
+fn given_peers_sending_garbage_on_every_protocol_then_honest_nodes_reject_them_ban_them_and_go_on()
+{
+    use raclette_node::network::{Protocol, Topic};
+    use raclette_protocol::wire::{DirectResponse, SyncResponse};
+    use raclette_protocol::{Amount, WireMessage};
+
+    let net = Net::new("garbage", 8);
+    let (alice, bob) = (net.node("alice"), net.node("bob"));
+    wait_connected(&[&alice, &bob]);
+    alice.mine(2);
+    wait_same_tip(&[&alice, &bob]);
+
+    // Mallory: garbage requests. Each gets a refusal with a reason before the ban.
+    let mallory = rogue(&net, 0x61, &alice);
+    let answer =
+        mallory.request(&alice.peer_id, Protocol::Direct, b"not cbor at all".to_vec()).unwrap();
+    assert!(matches!(DirectResponse::decode(&answer), Ok(DirectResponse::Rejected { .. })));
+    let answer = mallory.request(&alice.peer_id, Protocol::Sync, vec![0xff; 100]).unwrap();
+    assert!(matches!(SyncResponse::decode(&answer), Ok(SyncResponse::Refused { .. })));
+    wait_banned(&mallory, &alice);
+
+    // Trudy: an invalid transfer (forged amount) and an invalid block (no proof of work).
+    let trudy = rogue(&net, 0x62, &alice);
+    let alice_key: raclette_protocol::PublicKey =
+        alice.get("whoami")["key"].as_str().unwrap().parse().unwrap();
+    let message =
+        raclette_protocol::encryption::encrypt(&trudy.keypair, &alice_key, [1; 16], b"spam")
+            .unwrap();
+    let mut forged = raclette_protocol::Transfer::sign(
+        &trudy.keypair,
+        net.params.network_id(),
+        alice_key,
+        Amount::from_units(1),
+        Amount::ZERO,
+        0,
+        message,
+    );
+    forged.amount = Amount::from_units(1_000_000);
+    trudy.publish(Topic::Transactions, forged.encode());
+    let mut bad_block = net.params.genesis();
+    bad_block.header.height = 1;
+    bad_block.header.prev = net.params.genesis().hash();
+    bad_block.header.nonce = 7;
+    trudy.publish(Topic::Blocks, bad_block.encode());
+    wait_banned(&trudy, &alice);
+
+    // Eve: gossip that is not even CBOR, and directory pushes though she is no tracker.
+    let eve = rogue(&net, 0x63, &alice);
+    assert!(
+        eve.request(&alice.peer_id, Protocol::Directory, b"cards".to_vec()).is_err(),
+        "pushes only from trackers"
+    );
+    eve.publish(Topic::Blocks, b"garbage".to_vec());
+    eve.publish(Topic::Transactions, vec![0xa1; 3000]);
+    wait_banned(&eve, &alice);
+    assert!(alice.log().contains("banned a peer"), "{}", alice.log());
+
+    // Honest work goes on, and nothing of the garbage stuck.
+    assert_eq!(alice.height(), 2);
+    assert!(alice.mempool_ids().is_empty() && bob.mempool_ids().is_empty());
+    let (txid, status) = alice.send("bob", "1", "still here");
+    assert_eq!(status, "accepted");
+    alice.mine(1);
+    wait_same_tip(&[&alice, &bob]);
+    assert_eq!(inbox_entries(&bob, &txid).len(), 1);
+}

@@ -48,6 +48,9 @@ pub struct Tracker {
     connected: Connected,
     /// The network each node registered a card for: who gets which pushes.
     networks: HashMap<PeerId, NetworkId>,
+    /// Where the current addresses are written, one per line, for scripts.
+    address_file: Option<std::path::PathBuf>,
+    addresses: Vec<String>,
 }
 
 fn relay_config() -> relay::Config {
@@ -124,7 +127,14 @@ impl Tracker {
         for address in external {
             swarm.add_external_address(address.clone());
         }
-        Ok(Self { swarm, directory, connected, networks: HashMap::new() })
+        Ok(Self { swarm, directory, connected, networks: HashMap::new(), address_file: None, addresses: Vec::new() })
+    }
+
+    /// Also writes the tracker's addresses to `path` (one per line) as they appear.
+    pub fn write_addresses_to(mut self, path: std::path::PathBuf) -> Self {
+        let _ = std::fs::remove_file(&path);
+        self.address_file = Some(path);
+        self
     }
 
     /// The tracker's PeerId.
@@ -146,6 +156,12 @@ impl Tracker {
                 let full = address.with(AddrProtocol::P2p(self.peer_id()));
                 // The line users copy into `--tracker`, and that scripts look for.
                 println!("tracker address: {full}");
+                self.addresses.push(full.to_string());
+                if let Some(file) = &self.address_file {
+                    if let Err(error) = std::fs::write(file, self.addresses.join("\n") + "\n") {
+                        warn!(%error, "cannot write the address file");
+                    }
+                }
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.connected.lock().unwrap_or_else(|p| p.into_inner()).insert(peer_id);

@@ -160,16 +160,27 @@ impl TrackerProcess {
 
     /// Starts a tracker listening on `port` (0: any).
     pub fn start_on(data: &Path, port: u16) -> Self {
+        Self::start_with(data, &[format!("/ip4/127.0.0.1/tcp/{port}")], "127.0.0.1:0", &[])
+    }
+
+    /// Starts a tracker on `listen` with its API on `api`, under `prefix` (e.g.
+    /// `ip netns exec NS`).
+    pub fn start_with(data: &Path, listen: &[String], api: &str, prefix: &[String]) -> Self {
         std::fs::create_dir_all(data).expect("tracker data dir");
         let log = data.join("tracker.log");
-        let mut child = Command::new(&binaries().tracker)
-            .args([
-                "--listen",
-                &format!("/ip4/127.0.0.1/tcp/{port}"),
-                "--api",
-                "127.0.0.1:0",
-                "--data",
-            ])
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binaries().tracker);
+                command
+            }
+            None => Command::new(&binaries().tracker),
+        };
+        for address in listen {
+            command.args(["--listen", address]);
+        }
+        let mut child = command
+            .args(["--api", api, "--data"])
             .arg(data)
             .env("RUST_LOG", "info,libp2p=warn")
             .stdout(Stdio::piped())
@@ -250,6 +261,12 @@ pub struct NodeOptions {
     pub threads: Option<usize>,
     /// More arguments.
     pub extra: Vec<String>,
+    /// A command to run the node under, e.g. `ip netns exec NS`.
+    pub prefix: Vec<String>,
+    /// Listen addresses (default: loopback TCP, any port).
+    pub listen: Vec<String>,
+    /// Where the API listens (default `127.0.0.1:0`).
+    pub api: Option<String>,
 }
 
 /// A running node, driven through its API.
@@ -271,17 +288,24 @@ impl NodeProcess {
     pub fn start(name: &str, data: &Path, options: &NodeOptions) -> Self {
         std::fs::create_dir_all(data).expect("node data dir");
         let log = data.join("node.log");
-        let mut command = Command::new(&binaries().node);
+        let mut command = match options.prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binaries().node);
+                command
+            }
+            None => Command::new(&binaries().node),
+        };
+        let listen = match options.listen.is_empty() {
+            true => vec!["/ip4/127.0.0.1/tcp/0".to_string()],
+            false => options.listen.clone(),
+        };
+        for address in &listen {
+            command.args(["--listen", address]);
+        }
+        let api = options.api.as_deref().unwrap_or("127.0.0.1:0");
         command
-            .args([
-                "--name",
-                name,
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--api",
-                "127.0.0.1:0",
-                "--daemon",
-            ])
+            .args(["--name", name, "--api", api, "--daemon"])
             .args(["--threads", &options.threads.unwrap_or(1).to_string(), "--data"])
             .arg(data);
         for tracker in &options.trackers {

@@ -445,6 +445,14 @@ fn print_status(status: &StatusView) {
         status.mempool,
         if status.mining { "mining" } else { "" }
     );
+    println!(
+        "reachable  {}",
+        match status.reachability {
+            "public" => "directly (public address)",
+            "private" => "through the trackers' relays (behind a NAT)",
+            _ => "not known yet",
+        }
+    );
     for tracker in &status.trackers {
         println!(
             "tracker    {} {}",

@@ -10,7 +10,8 @@ use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, relay, rendezvous, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, identify, noise, ping, relay, rendezvous,
+    tcp, yamux,
 };
 use raclette_node::network::codec::LimitedBytes;
 use raclette_node::network::identity::{key_of, libp2p_keypair};
@@ -36,6 +37,7 @@ struct Behaviour {
     directory: request_response::Behaviour<LimitedBytes>,
     directory_push: request_response::Behaviour<LimitedBytes>,
     relay: relay::Behaviour,
+    autonat: autonat::Behaviour,
 }
 
 /// Peers connected now, shared with the API.
@@ -116,6 +118,10 @@ impl Tracker {
                     request_response::Config::default(),
                 ),
                 relay: relay::Behaviour::new(key.public().to_peer_id(), relay_config()),
+                autonat: autonat::Behaviour::new(
+                    key.public().to_peer_id(),
+                    autonat::Config { only_global_ips: false, ..autonat::Config::default() },
+                ),
             })?
             .with_swarm_config(|config| {
                 config.with_idle_connection_timeout(Duration::from_secs(3600))
@@ -127,7 +133,14 @@ impl Tracker {
         for address in external {
             swarm.add_external_address(address.clone());
         }
-        Ok(Self { swarm, directory, connected, networks: HashMap::new(), address_file: None, addresses: Vec::new() })
+        Ok(Self {
+            swarm,
+            directory,
+            connected,
+            networks: HashMap::new(),
+            address_file: None,
+            addresses: Vec::new(),
+        })
     }
 
     /// Also writes the tracker's addresses to `path` (one per line) as they appear.
@@ -153,6 +166,14 @@ impl Tracker {
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
+                // A tracker is a server: the addresses it listens on are the ones nodes
+                // reach it at, and its relay must announce them.
+                if !address
+                    .iter()
+                    .any(|p| matches!(p, AddrProtocol::Ip4(ip) if ip.is_unspecified()))
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 let full = address.with(AddrProtocol::P2p(self.peer_id()));
                 // The line users copy into `--tracker`, and that scripts look for.
                 println!("tracker address: {full}");

@@ -308,6 +308,7 @@ impl<S: Store> Chain<S> {
                     header: genesis.header,
                     work: target.work(),
                     status: BlockStatus::Valid,
+                    received_ms: genesis.header.time_ms,
                 })?;
                 writer.put_block(&hash, &genesis)?;
                 writer.set_best(0, &hash)?;
@@ -784,6 +785,7 @@ impl ChainState {
             header: block.header,
             work: parent.work + own_work,
             status: BlockStatus::Stored,
+            received_ms: now_ms,
         };
         writer.put_entry(&entry)?;
         writer.put(Table::Blocks, hash.as_bytes(), &checked.encoded)?;

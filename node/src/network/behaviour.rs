@@ -6,8 +6,8 @@ use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    StreamProtocol, Swarm, allow_block_list, dcutr, identify, noise, ping, relay, rendezvous, tcp,
-    yamux,
+    StreamProtocol, Swarm, allow_block_list, autonat, dcutr, identify, noise, ping, relay,
+    rendezvous, tcp, yamux,
 };
 use raclette_protocol::block::MAX_BLOCK_BYTES;
 use raclette_protocol::hash::sha256;
@@ -38,6 +38,20 @@ pub struct Behaviour {
     pub rendezvous: rendezvous::client::Behaviour,
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::Behaviour,
+}
+
+/// AutoNAT probing tuned for small networks: start soon, use the trackers and any
+/// connected peer as servers, and accept private addresses (homes and test networks use
+/// them; the observed address decides, not the range).
+pub fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(20),
+        refresh_interval: Duration::from_secs(300),
+        only_global_ips: false,
+        ..autonat::Config::default()
+    }
 }
 
 fn request_response(
@@ -143,6 +157,7 @@ pub fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, String> {
                     rendezvous: rendezvous::client::Behaviour::new(key.clone()),
                     relay_client,
                     dcutr: dcutr::Behaviour::new(peer),
+                    autonat: autonat::Behaviour::new(peer, autonat_config()),
                 })
             },
         )

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, ping, rendezvous};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, ping, rendezvous};
 use raclette_protocol::{Keypair, NetworkId, wire};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -212,6 +213,9 @@ enum Command {
     Addresses {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    Reachability {
+        reply: oneshot::Sender<&'static str>,
+    },
     Disconnect {
         peer: PeerId,
     },
@@ -295,6 +299,14 @@ impl Client {
         answer.await.unwrap_or_default()
     }
 
+    /// What AutoNAT found: `public`, `private` (behind a NAT: reachable through relays)
+    /// or `unknown`.
+    pub async fn reachability(&self) -> &'static str {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Reachability { reply }).await;
+        answer.await.unwrap_or("unknown")
+    }
+
     /// The addresses this node can be reached at (listen and external), with
     /// `/p2p/<PeerId>`.
     pub async fn addresses(&self) -> Vec<Multiaddr> {
@@ -354,6 +366,8 @@ pub fn new(
     for address in &config.trackers {
         let peer =
             peer_of(address).ok_or_else(|| StartError::TrackerWithoutPeerId(address.clone()))?;
+        // Trackers answer AutoNAT probes: they see us from outside our NAT.
+        swarm.behaviour_mut().autonat.add_server(peer, Some(address.clone()));
         trackers.insert(peer, address.clone());
     }
     for topic in [Topic::Transactions, Topic::Blocks] {
@@ -383,6 +397,9 @@ pub fn new(
         scores: PeerScores::default(),
         last_discover: None,
         pending_disconnects: Vec::new(),
+        listening: false,
+        reservations: HashMap::new(),
+        nat_status: autonat::NatStatus::Unknown,
     };
     Ok((Client { commands }, events, event_loop))
 }
@@ -413,6 +430,13 @@ pub struct EventLoop {
     last_discover: Option<Instant>,
     /// Banned peers to disconnect once their last answers have gone out.
     pending_disconnects: Vec<(PeerId, Instant)>,
+    /// Whether the swarm reported a listen address yet: trackers are dialled only then,
+    /// so that TCP connections to them reuse the listen port (which hole punching needs).
+    listening: bool,
+    /// The relay reservation (circuit listener) held at each tracker.
+    reservations: HashMap<PeerId, ListenerId>,
+    /// What AutoNAT concluded about our reachability.
+    nat_status: autonat::NatStatus,
 }
 
 impl EventLoop {
@@ -455,10 +479,14 @@ impl EventLoop {
         for peer in self.scores.expire_bans(now) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
+        if !self.listening {
+            return;
+        }
         let trackers: Vec<(PeerId, Multiaddr)> =
             self.trackers.iter().map(|(p, a)| (*p, a.clone())).collect();
         for (peer, address) in trackers {
             if self.swarm.is_connected(&peer) {
+                self.reserve_relay(peer);
                 let renew_after = Duration::from_secs(RENDEZVOUS_TTL_SECS / 2);
                 if self
                     .registered_at
@@ -495,6 +523,23 @@ impl EventLoop {
         }
     }
 
+    /// Keeps a relay reservation at `tracker`, so that peers behind other NATs can reach
+    /// us through it (and then try to upgrade to a direct connection by hole punching).
+    fn reserve_relay(&mut self, tracker: PeerId) {
+        if self.reservations.contains_key(&tracker) {
+            return;
+        }
+        let Some(address) = self.trackers.get(&tracker) else { return };
+        let circuit = address.clone().with(AddrProtocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(listener) => {
+                debug!(%circuit, "asking the tracker for a relay reservation");
+                self.reservations.insert(tracker, listener);
+            }
+            Err(error) => debug!(%circuit, %error, "cannot listen through the tracker's relay"),
+        }
+    }
+
     fn register_rendezvous(&mut self, tracker: PeerId) {
         let ttl = Some(RENDEZVOUS_TTL_SECS);
         match self.swarm.behaviour_mut().rendezvous.register(self.namespace.clone(), tracker, ttl) {
@@ -512,6 +557,11 @@ impl EventLoop {
             if !addresses.contains(address) && !is_unspecified(address) {
                 addresses.push(address.clone());
             }
+        }
+        // Loopback addresses only help peers on this machine: keep them only when there is
+        // nothing else (a network on one laptop).
+        if addresses.iter().any(|a| !is_loopback(a)) {
+            addresses.retain(|a| !is_loopback(a));
         }
         addresses
             .into_iter()
@@ -539,6 +589,9 @@ impl EventLoop {
                     }
                     let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                         .addresses(addresses)
+                        // A dial still trying old addresses must not hold back new ones
+                        // (a relayed address learned a moment later, say).
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
                         .build();
                     if let Err(error) = self.swarm.dial(options) {
                         debug!(%peer, %error, "dial failed");
@@ -613,6 +666,13 @@ impl EventLoop {
             Command::Addresses { reply } => {
                 let _ = reply.send(self.own_addresses());
             }
+            Command::Reachability { reply } => {
+                let _ = reply.send(match self.nat_status {
+                    autonat::NatStatus::Public(_) => "public",
+                    autonat::NatStatus::Private => "private",
+                    autonat::NatStatus::Unknown => "unknown",
+                });
+            }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -641,15 +701,15 @@ impl EventLoop {
                 if !is_unspecified(&address) {
                     self.swarm.add_external_address(address.clone());
                 }
+                if !self.listening {
+                    self.listening = true;
+                    self.housekeeping(); // now the trackers can be dialled
+                }
                 info!(%address, "listening");
                 self.emit(NetworkEvent::Listening(address.with(AddrProtocol::P2p(local)))).await;
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                let link = if is_relayed(endpoint.get_remote_address()) {
-                    Link::Relayed
-                } else {
-                    Link::Direct
-                };
+                let link = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let first = !self.connections.contains_key(&peer_id);
                 self.connections.entry(peer_id).or_default().insert(connection_id, link);
                 if self.is_tracker(&peer_id) {
@@ -694,6 +754,22 @@ impl EventLoop {
                 } else {
                     self.emit(NetworkEvent::PeerDisconnected { peer: peer_id }).await;
                 }
+            }
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                for address in &addresses {
+                    self.swarm.remove_external_address(address);
+                }
+                let before = self.reservations.len();
+                self.reservations.retain(|_, listener| *listener != listener_id);
+                if self.reservations.len() < before {
+                    info!(
+                        ?reason,
+                        "relay reservation ended; it is renewed once the tracker is back"
+                    );
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
             }
             SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event).await,
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -794,6 +870,16 @@ impl EventLoop {
             }) => {
                 warn!(tracker = %rendezvous_node, ?error, "rendezvous registration refused");
             }
+            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(_) => info!(peer = %remote_peer_id, "hole punched: direct connection"),
+                Err(error) => {
+                    info!(peer = %remote_peer_id, %error, "hole punching failed; staying relayed")
+                }
+            },
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                info!(status = ?new, "reachability");
+                self.nat_status = new;
+            }
             BehaviourEvent::Ping(ping::Event { peer, result: Err(error), .. }) => {
                 debug!(%peer, %error, "ping failed");
             }
@@ -854,6 +940,15 @@ impl EventLoop {
             request_response::Event::ResponseSent { .. } => {}
         }
     }
+}
+
+fn is_loopback(address: &Multiaddr) -> bool {
+    !is_relayed(address)
+        && address.iter().any(|p| match p {
+            AddrProtocol::Ip4(ip) => ip.is_loopback(),
+            AddrProtocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
 }
 
 fn is_unspecified(address: &Multiaddr) -> bool {

@@ -46,7 +46,12 @@ pub(super) struct DirectoryBook {
     removed: HashSet<String>,
     /// Addresses changed since the last registration.
     stale_registration: bool,
+    /// When disconnected peers were last dialled.
+    last_redial: Option<std::time::Instant>,
 }
+
+/// How often known peers that are not connected are dialled again.
+const REDIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl DirectoryBook {
     /// Loads the stored copy.
@@ -61,6 +66,7 @@ impl DirectoryBook {
             unsaved: HashSet::new(),
             removed: HashSet::new(),
             stale_registration: false,
+            last_redial: None,
         };
         for entry in reader.values::<DirectoryEntry>(Table::Directory)? {
             let name = entry.card.name.key();
@@ -358,8 +364,14 @@ impl Node {
         }
     }
 
-    /// Once a second: register again after an address change; save last-seen times.
+    /// Once a second: register again after an address change; save last-seen times;
+    /// every ten seconds, dial the known peers that are not connected.
     pub(super) async fn directory_housekeeping(&mut self) {
+        let now = std::time::Instant::now();
+        if self.directory.last_redial.is_none_or(|at| now.duration_since(at) >= REDIAL_EVERY) {
+            self.directory.last_redial = Some(now);
+            self.dial_known_peers().await;
+        }
         if self.directory.stale_registration {
             let connected: Vec<PeerId> =
                 self.trackers.iter().filter(|(_, up)| **up).map(|(p, _)| *p).collect();

@@ -474,7 +474,9 @@ impl Node {
     async fn handle_request(&mut self, request: Request) {
         match request {
             Request::Status(reply) => {
-                let _ = reply.send(self.status_view());
+                let mut view = self.status_view();
+                view.reachability = self.client.reachability().await;
+                let _ = reply.send(view);
             }
             Request::WhoAmI(reply) => {
                 let addresses =
@@ -564,6 +566,7 @@ impl Node {
                 .reader()
                 .and_then(|reader| reader.values::<transfers::OutboxRecord>(Table::Outbox))
                 .map_or(0, |records| records.len()),
+            reachability: "unknown",
         }
     }
 
@@ -636,6 +639,7 @@ impl Node {
                 to: self.name_of(&record.transfer.to),
                 amount: record.transfer.amount.to_string(),
                 fee: record.transfer.fee.to_string(),
+                received: record.received_ms,
             })
             .collect()
     }
@@ -709,6 +713,7 @@ impl Node {
             bits: entry.header.bits.to_string(),
             nonce: entry.header.nonce,
             best_chain,
+            received: entry.received_ms,
             transactions,
         })
     }

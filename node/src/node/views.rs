@@ -136,6 +136,8 @@ pub struct StatusView {
     pub mining: bool,
     /// Transfers waiting for their receiver to come online.
     pub outbox: usize,
+    /// What AutoNAT found: `public`, `private` (behind a NAT) or `unknown`.
+    pub reachability: &'static str,
 }
 
 /// A tracker in the status.
@@ -260,6 +262,8 @@ pub struct MempoolItem {
     pub amount: String,
     /// Fee.
     pub fee: String,
+    /// When this node first accepted it, Unix ms.
+    pub received: u64,
 }
 
 /// `GET /api/blocks`.
@@ -296,6 +300,8 @@ pub struct BlockView {
     pub nonce: u64,
     /// Whether on the best chain.
     pub best_chain: bool,
+    /// When this node first had it, Unix ms.
+    pub received: u64,
     /// Transactions.
     pub transactions: Vec<TxView>,
 }

@@ -23,6 +23,8 @@ pub struct BlockEntry {
     pub work: Work,
     /// How far the block has been validated.
     pub status: BlockStatus,
+    /// When this node first stored it, Unix ms (by the clock passed to the import).
+    pub received_ms: u64,
 }
 
 impl BlockEntry {

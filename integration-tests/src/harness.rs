@@ -22,9 +22,9 @@ pub struct Binaries {
 
 /// The binaries under test. `cargo test --workspace` builds them (the node and tracker
 /// packages have integration tests of their own, so Cargo links their binaries first);
-/// when they are missing, as when this package is tested alone on a fresh checkout,
-/// they are built here. A plain `cargo build` from inside a test would resolve features
-/// differently from the test build and relink both binaries every time.
+/// when they are missing or older than the sources, as when this package is tested or
+/// benchmarked alone, they are built here. Building unconditionally would relink both
+/// every time: `cargo build` resolves features differently from the test build.
 pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
@@ -38,7 +38,13 @@ pub fn binaries() -> &'static Binaries {
             node: profile_dir.join("raclette-node"),
             tracker: profile_dir.join("raclette-tracker"),
         };
-        if !binaries.node.exists() || !binaries.tracker.exists() {
+        let sources = newest_source(&workspace);
+        let stale = |binary: &Path| {
+            std::fs::metadata(binary)
+                .and_then(|m| m.modified())
+                .map_or(true, |built| built < sources)
+        };
+        if stale(&binaries.node) || stale(&binaries.tracker) {
             let release = profile_dir.file_name().is_some_and(|name| name == "release");
             let mut build = Command::new(env!("CARGO"));
             build
@@ -51,6 +57,26 @@ pub fn binaries() -> &'static Binaries {
         }
         binaries
     })
+}
+
+/// The newest modification time among the sources the binaries are built from.
+fn newest_source(workspace: &Path) -> std::time::SystemTime {
+    fn walk(dir: &Path, newest: &mut std::time::SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(modified);
+            }
+        }
+    }
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for dir in ["protocol/src", "node/src", "rendezvous-tracker/src"] {
+        walk(&workspace.join(dir), &mut newest);
+    }
+    newest
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming
@@ -106,7 +132,10 @@ fn wait_lines(
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("process exited ({status}) before printing {prefixes:?}: {}", tail(log));
                 }
-                assert!(Instant::now() < deadline, "no {prefixes:?} lines: {}", tail(log));
+                if Instant::now() >= deadline {
+                    kill_now(child); // the caller never gets a handle that would
+                    panic!("no {prefixes:?} lines: {}", tail(log));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, autonat, identify, noise, ping, relay, rendezvous,
     tcp, yamux,
 };
-use raclette_node::network::codec::LimitedBytes;
+use raclette_node::network::codec::{Frame, LimitedBytes};
 use raclette_node::network::identity::{key_of, libp2p_keypair};
 use raclette_node::store::LmdbStore;
 use raclette_protocol::wire::{
@@ -198,7 +198,15 @@ impl Tracker {
                     ..
                 },
             )) => {
-                let response = self.handle_request(peer, &request);
+                let response = match request {
+                    Frame::Bytes(bytes) => self.handle_request(peer, &bytes),
+                    Frame::Oversized { limit } => {
+                        warn!(%peer, limit, "refused a directory request: it exceeds the size limit");
+                        DirectoryResponse::Refused {
+                            reason: format!("request exceeds {limit} bytes"),
+                        }
+                    }
+                };
                 if self
                     .swarm
                     .behaviour_mut()
@@ -296,7 +304,10 @@ impl Tracker {
             .map(|(p, _)| *p)
             .collect();
         for target in targets {
-            self.swarm.behaviour_mut().directory_push.send_request(&target, bytes.clone());
+            self.swarm
+                .behaviour_mut()
+                .directory_push
+                .send_request(&target, Frame::Bytes(bytes.clone()));
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use behaviour::{Behaviour, BehaviourEvent};
+use codec::Frame;
 use peers::PeerScores;
 pub use peers::Penalty;
 
@@ -114,8 +115,12 @@ pub struct InboundRequest {
     pub peer: PeerId,
     /// On which protocol.
     pub protocol: InboundProtocol,
-    /// The request bytes (at most the protocol's limit; not yet decoded).
+    /// The request bytes (at most the protocol's limit; not yet decoded). Empty when
+    /// `oversized` is set.
     pub bytes: Vec<u8>,
+    /// The request was over the protocol's limit and was not read: refuse it and count
+    /// it against the peer.
+    pub oversized: Option<usize>,
     /// Pass to [`Client::respond`].
     pub token: ResponseToken,
 }
@@ -428,7 +433,8 @@ pub struct EventLoop {
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
     scores: PeerScores,
     last_discover: Option<Instant>,
-    /// Banned peers to disconnect once their last answers have gone out.
+    /// Banned peers to block (which closes their connections) once their last answers
+    /// have gone out.
     pending_disconnects: Vec<(PeerId, Instant)>,
     /// Whether the swarm reported a listen address yet: trackers are dialled only then,
     /// so that TCP connections to them reuse the listen port (which hole punching needs).
@@ -474,7 +480,7 @@ impl EventLoop {
             .collect();
         self.pending_disconnects.retain(|(_, at)| *at > now);
         for peer in due {
-            let _ = self.swarm.disconnect_peer_id(peer);
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
         }
         for peer in self.scores.expire_bans(now) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
@@ -558,11 +564,12 @@ impl EventLoop {
                 addresses.push(address.clone());
             }
         }
-        // Loopback addresses only help peers on this machine: keep them only when there is
-        // nothing else (a network on one laptop).
-        if addresses.iter().any(|a| !is_loopback(a)) {
+        // Loopback addresses only help peers on this machine: keep them only when this node
+        // has no other direct address (a network on one laptop).
+        if addresses.iter().any(|a| !is_loopback(a) && !is_relayed(a)) {
             addresses.retain(|a| !is_loopback(a));
         }
+        addresses.sort_by_key(is_relayed); // direct addresses first
         addresses
             .into_iter()
             .map(|address| {
@@ -607,9 +614,11 @@ impl EventLoop {
             Command::Request { peer, protocol, bytes, reply } => {
                 let behaviour = self.swarm.behaviour_mut();
                 let id = match protocol {
-                    Protocol::Direct => behaviour.direct.send_request(&peer, bytes),
-                    Protocol::Sync => behaviour.sync.send_request(&peer, bytes),
-                    Protocol::Directory => behaviour.directory.send_request(&peer, bytes),
+                    Protocol::Direct => behaviour.direct.send_request(&peer, Frame::Bytes(bytes)),
+                    Protocol::Sync => behaviour.sync.send_request(&peer, Frame::Bytes(bytes)),
+                    Protocol::Directory => {
+                        behaviour.directory.send_request(&peer, Frame::Bytes(bytes))
+                    }
                 };
                 self.pending_requests.insert((protocol, id), reply);
             }
@@ -645,9 +654,8 @@ impl EventLoop {
                 warn!(%peer, ?penalty, %reason, "penalised a peer");
                 if self.scores.penalize(peer, penalty, Instant::now()) {
                     warn!(%peer, "banned a peer for {} s", peers::BAN_DURATION.as_secs());
-                    // No new connections at once; the current ones close after a moment,
-                    // so the answer telling the peer what it did wrong still goes out.
-                    self.swarm.behaviour_mut().blocked.block_peer(peer);
+                    // Blocking closes every connection: wait a moment, so the answer
+                    // telling the peer what it did wrong still goes out.
                     self.pending_disconnects.push((peer, Instant::now() + DISCONNECT_GRACE));
                 }
             }
@@ -889,7 +897,7 @@ impl EventLoop {
 
     async fn handle_request_event(
         &mut self,
-        event: request_response::Event<Vec<u8>, Vec<u8>>,
+        event: request_response::Event<Frame, Vec<u8>>,
         outbound: Protocol,
         inbound: InboundProtocol,
     ) {
@@ -898,10 +906,18 @@ impl EventLoop {
                 request_response::Message::Request { request, channel, .. } => {
                     let token = self.next_token();
                     self.pending_responses.insert(token, (inbound, channel));
+                    let (bytes, oversized) = match request {
+                        Frame::Bytes(bytes) => (bytes, None),
+                        Frame::Oversized { limit } => {
+                            warn!(%peer, limit, ?inbound, "request exceeds the size limit");
+                            (Vec::new(), Some(limit))
+                        }
+                    };
                     self.emit(NetworkEvent::Request(InboundRequest {
                         peer,
                         protocol: inbound,
-                        bytes: request,
+                        bytes,
+                        oversized,
                         token,
                     }))
                     .await;
@@ -926,16 +942,6 @@ impl EventLoop {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, %error, "inbound request failed");
-                if let request_response::InboundFailure::Io(io) = &error {
-                    if io.kind() == std::io::ErrorKind::InvalidData {
-                        // Over the size limit: not a mistake an honest peer makes.
-                        self.handle_command(Command::Penalize {
-                            peer,
-                            penalty: Penalty::LowTolerance,
-                            reason: format!("oversized request: {io}"),
-                        });
-                    }
-                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }

@@ -22,20 +22,22 @@ pub enum Penalty {
     Fatal,
     /// Clearly invalid data (bad signature, malformed message): banned after two.
     LowTolerance,
-    /// Invalid but cheap to produce by mistake (a wrong-network message): ten.
+    /// Invalid but cheap to produce by mistake (a wrong-network message): about nine.
     MidTolerance,
-    /// Possibly honest (a timeout, an unhelpful answer): fifty.
+    /// Possibly honest (a timeout, an unhelpful answer): about forty.
     HighTolerance,
 }
 
 impl Penalty {
-    /// The points it takes off.
+    /// The points it takes off. Each tier has headroom over an exact fraction of the
+    /// threshold, so that "banned after two" still holds after the score has decayed a
+    /// little between the faults.
     pub fn points(self) -> f64 {
         match self {
             Penalty::Fatal => 100.0,
-            Penalty::LowTolerance => 50.0,
-            Penalty::MidTolerance => 10.0,
-            Penalty::HighTolerance => 2.0,
+            Penalty::LowTolerance => 60.0,
+            Penalty::MidTolerance => 12.0,
+            Penalty::HighTolerance => 2.5,
         }
     }
 }
@@ -105,6 +107,15 @@ mod tests {
         assert!(scores.expire_bans(now + BAN_DURATION / 2).is_empty());
         assert_eq!(scores.expire_bans(now + BAN_DURATION), vec![peer]);
         assert!(!scores.is_banned(&peer, now + BAN_DURATION));
+    }
+
+    #[test]
+    fn given_two_low_tolerance_faults_a_while_apart_then_still_banned() {
+        let mut scores = PeerScores::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        assert!(!scores.penalize(peer, Penalty::LowTolerance, now));
+        assert!(scores.penalize(peer, Penalty::LowTolerance, now + Duration::from_secs(30)));
     }
 
     #[test]

@@ -335,12 +335,36 @@ impl Node {
                 };
                 self.client.validate(message_id, source, acceptance).await;
             }
+            NetworkEvent::Request(request) if request.oversized.is_some() => {
+                self.refuse_oversized(request).await
+            }
             NetworkEvent::Request(request) => match request.protocol {
                 InboundProtocol::Direct => self.on_direct_request(request).await,
                 InboundProtocol::Sync => self.on_sync_request(request).await,
                 InboundProtocol::DirectoryPush => self.on_directory_push(request).await,
             },
         }
+    }
+
+    /// A request over its protocol's size limit: say so in the protocol's own terms and
+    /// count it against the sender (honest peers never send one).
+    async fn refuse_oversized(&mut self, request: crate::network::InboundRequest) {
+        let limit = request.oversized.unwrap_or_default();
+        let reason = format!("request exceeds {limit} bytes");
+        let answer = match request.protocol {
+            InboundProtocol::Direct => {
+                raclette_protocol::wire::DirectResponse::Rejected { reason: reason.clone() }
+                    .encode()
+            }
+            InboundProtocol::Sync => {
+                raclette_protocol::wire::SyncResponse::Refused { reason: reason.clone() }.encode()
+            }
+            InboundProtocol::DirectoryPush => {
+                raclette_protocol::wire::DirectoryPushAck { accepted: 0 }.encode()
+            }
+        };
+        self.client.respond(request.token, answer).await;
+        self.client.penalize(request.peer, Penalty::LowTolerance, reason).await;
     }
 
     async fn on_peer_connected(&mut self, peer: PeerId) {

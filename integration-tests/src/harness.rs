@@ -121,10 +121,10 @@ fn wait_lines(
         match lines.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
                 for (slot, prefix) in found.iter_mut().zip(prefixes) {
-                    if slot.is_none() {
-                        if let Some(rest) = line.strip_prefix(prefix) {
-                            *slot = Some(rest.to_string());
-                        }
+                    if slot.is_none()
+                        && let Some(rest) = line.strip_prefix(prefix)
+                    {
+                        *slot = Some(rest.to_string());
                     }
                 }
             }

@@ -70,12 +70,12 @@ fn start_tracker(
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.map_err(|error| error.to_string())?;
-        if let Some(address) = line.strip_prefix("tracker address: ") {
-            if address.contains("/tcp/") {
-                let address = address.to_string();
-                std::thread::spawn(move || lines.for_each(drop)); // keep its pipe drained
-                return Ok(address);
-            }
+        if let Some(address) = line.strip_prefix("tracker address: ")
+            && address.contains("/tcp/")
+        {
+            let address = address.to_string();
+            std::thread::spawn(move || lines.for_each(drop)); // keep its pipe drained
+            return Ok(address);
         }
     }
     Err("the tracker exited before listening".into())

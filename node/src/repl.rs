@@ -496,10 +496,10 @@ pub fn run(node: NodeHandle, runtime: Handle, history: &Path, name: &str) -> rus
         loop {
             match notices.recv().await {
                 Ok(notice) => {
-                    if let Some(line) = formatter.format(&notice) {
-                        if printer.print(format!("{line}\n")).is_err() {
-                            return;
-                        }
+                    if let Some(line) = formatter.format(&notice)
+                        && printer.print(format!("{line}\n")).is_err()
+                    {
+                        return;
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -95,12 +95,12 @@ impl<S: Store> Directory<S> {
             None => Registered::New,
         };
         let owner = owner_key(&card.network, &card.key);
-        if let Some(previous) = writer.get(Table::DirectoryKeys, &owner)? {
-            if previous != card.name.key().as_bytes() {
-                let mut old = card.network.as_bytes().to_vec();
-                old.extend_from_slice(&previous);
-                writer.delete(Table::Directory, &old)?;
-            }
+        if let Some(previous) = writer.get(Table::DirectoryKeys, &owner)?
+            && previous != card.name.key().as_bytes()
+        {
+            let mut old = card.network.as_bytes().to_vec();
+            old.extend_from_slice(&previous);
+            writer.delete(Table::Directory, &old)?;
         }
         writer.put_value(Table::Directory, &key, card)?;
         writer.put(Table::DirectoryKeys, &owner, card.name.key().as_bytes())?;

@@ -178,10 +178,10 @@ impl Tracker {
                 // The line users copy into `--tracker`, and that scripts look for.
                 println!("tracker address: {full}");
                 self.addresses.push(full.to_string());
-                if let Some(file) = &self.address_file {
-                    if let Err(error) = std::fs::write(file, self.addresses.join("\n") + "\n") {
-                        warn!(%error, "cannot write the address file");
-                    }
+                if let Some(file) = &self.address_file
+                    && let Err(error) = std::fs::write(file, self.addresses.join("\n") + "\n")
+                {
+                    warn!(%error, "cannot write the address file");
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {

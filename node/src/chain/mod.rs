@@ -611,11 +611,11 @@ impl<S: Store> Chain<S> {
         let reader = self.store.reader()?;
         let mut start = 0;
         for hash in locator {
-            if let Some(entry) = reader.entry(hash)? {
-                if reader.is_on_best_chain(&entry)? {
-                    start = entry.height();
-                    break;
-                }
+            if let Some(entry) = reader.entry(hash)?
+                && reader.is_on_best_chain(&entry)?
+            {
+                start = entry.height();
+                break;
             }
         }
         let top = self.state.tip.height().min(start.saturating_add(limit as u64));

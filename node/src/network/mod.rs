@@ -416,6 +416,9 @@ fn gossip_topic(network: &NetworkId, topic: Topic) -> IdentTopic {
     }
 }
 
+/// Where the answer to an outbound request goes.
+type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+
 /// Owns the swarm; runs until every [`Client`] is dropped.
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -426,8 +429,7 @@ pub struct EventLoop {
     tracker_last_dial: HashMap<PeerId, Instant>,
     registered_at: HashMap<PeerId, Instant>,
     namespace: rendezvous::Namespace,
-    pending_requests:
-        HashMap<(Protocol, OutboundRequestId), oneshot::Sender<Result<Vec<u8>, RequestError>>>,
+    pending_requests: HashMap<(Protocol, OutboundRequestId), ReplySender>,
     pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
     next_token: u64,
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
@@ -830,11 +832,11 @@ impl EventLoop {
             }
             BehaviourEvent::DirectoryPush(event) => {
                 // Pushes come only from trackers we chose; anyone else gets no answer.
-                if let request_response::Event::Message { peer, .. } = &event {
-                    if !self.is_tracker(peer) {
-                        warn!(%peer, "a peer that is not our tracker pushed directory cards");
-                        return;
-                    }
+                if let request_response::Event::Message { peer, .. } = &event
+                    && !self.is_tracker(peer)
+                {
+                    warn!(%peer, "a peer that is not our tracker pushed directory cards");
+                    return;
                 }
                 self.handle_request_event(
                     event,

@@ -117,22 +117,23 @@ impl DirectoryBook {
             return Ok(false);
         }
         let name = card.name.key();
-        if let Some(existing) = self.entries.get(&name) {
-            if existing.card.key == card.key && existing.card.seq >= card.seq {
-                return Ok(false);
-            }
+        if let Some(existing) = self.entries.get(&name)
+            && existing.card.key == card.key
+            && existing.card.seq >= card.seq
+        {
+            return Ok(false);
         }
         // The key may have held another name before: trackers let a key move.
-        if let Some(previous) = self.by_key.insert(card.key, name.clone()) {
-            if previous != name {
-                self.entries.remove(&previous);
-                self.removed.insert(previous);
-            }
+        if let Some(previous) = self.by_key.insert(card.key, name.clone())
+            && previous != name
+        {
+            self.entries.remove(&previous);
+            self.removed.insert(previous);
         }
-        if let Some(displaced) = self.entries.get(&name).map(|e| e.card.key) {
-            if displaced != card.key {
-                self.by_key.remove(&displaced);
-            }
+        if let Some(displaced) = self.entries.get(&name).map(|e| e.card.key)
+            && displaced != card.key
+        {
+            self.by_key.remove(&displaced);
         }
         self.removed.remove(&name);
         self.entries.insert(name.clone(), DirectoryEntry { card, last_seen_ms: now });
@@ -143,11 +144,11 @@ impl DirectoryBook {
     /// Records that a peer was connected or disconnected just now.
     pub(super) fn seen(&mut self, peer: &PeerId, now: u64) {
         let Some(key) = key_of(peer) else { return };
-        if let Some(name) = self.by_key.get(&key) {
-            if let Some(entry) = self.entries.get_mut(name) {
-                entry.last_seen_ms = now;
-                self.unsaved.insert(name.clone());
-            }
+        if let Some(name) = self.by_key.get(&key)
+            && let Some(entry) = self.entries.get_mut(name)
+        {
+            entry.last_seen_ms = now;
+            self.unsaved.insert(name.clone());
         }
     }
 
@@ -175,7 +176,7 @@ impl DirectoryBook {
                 }
             })
             .collect();
-        views.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        views.sort_by_key(|a| a.name.to_ascii_lowercase());
         views
     }
 

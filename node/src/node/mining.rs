@@ -134,10 +134,10 @@ impl Node {
     /// The tip moved: a search on the old tip is pointless now.
     pub(super) fn mining_on_tip_change(&mut self) {
         let tip = self.chain.tip().hash();
-        if let Some(job) = self.mining.as_ref().and_then(|s| s.job.as_ref()) {
-            if job.parent != tip {
-                job.stop.store(true, Ordering::Relaxed);
-            }
+        if let Some(job) = self.mining.as_ref().and_then(|s| s.job.as_ref())
+            && job.parent != tip
+        {
+            job.stop.store(true, Ordering::Relaxed);
         }
     }
 

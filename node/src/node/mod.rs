@@ -459,10 +459,10 @@ impl Node {
                 self.notify(Notice::BlockFromPeer { miner: name, height: block.header.height });
             }
             for tx in &block.transactions {
-                if let Transaction::Transfer(transfer) = tx {
-                    if transfer.to == own {
-                        self.announce_received(transfer);
-                    }
+                if let Transaction::Transfer(transfer) = tx
+                    && transfer.to == own
+                {
+                    self.announce_received(transfer);
                 }
             }
         }

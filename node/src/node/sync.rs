@@ -423,13 +423,12 @@ impl Node {
             if download.in_flight.is_empty() && !download.queue.is_empty() {
                 self.request_blocks();
             }
-            if let Phase::Blocks(download) = &self.sync.phase {
-                if download.in_flight.is_empty()
-                    && download.queue.is_empty()
-                    && download.received.is_empty()
-                {
-                    self.sync.phase = Phase::Idle;
-                }
+            if let Phase::Blocks(download) = &self.sync.phase
+                && download.in_flight.is_empty()
+                && download.queue.is_empty()
+                && download.received.is_empty()
+            {
+                self.sync.phase = Phase::Idle;
             }
         } else if !self.sync.is_active() {
             self.after_sync_if_behind();

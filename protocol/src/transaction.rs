@@ -136,6 +136,13 @@ impl Transfer {
     /// Every rule that does not depend on balances and nonces: network, payload size,
     /// overflow, and last (the expensive one) the signature.
     pub fn check_stateless(&self, network: &NetworkId) -> Result<(), TransferError> {
+        self.check_form(network)?;
+        self.verify_signature()
+    }
+
+    /// The cheap stateless rules: network, payload size, overflow (all but the
+    /// signature).
+    pub fn check_form(&self, network: &NetworkId) -> Result<(), TransferError> {
         if self.network != *network {
             return Err(TransferError::WrongNetwork { expected: *network, found: self.network });
         }
@@ -143,7 +150,7 @@ impl Transfer {
             return Err(TransferError::PayloadTooLarge { len: self.message.ciphertext.len() });
         }
         self.total_cost()?;
-        self.verify_signature()
+        Ok(())
     }
 
     /// Checks the sender's signature.

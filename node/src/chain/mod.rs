@@ -273,6 +273,32 @@ struct ChainState {
     tip: BlockEntry,
     orphans: OrphanPool,
     invalid: InvalidCache,
+    verified: VerifiedCache,
+}
+
+/// Most transaction ids remembered as having a verified signature.
+const MAX_VERIFIED_CACHE: usize = 100_000;
+
+/// Transactions whose signatures this node already verified (when they entered the
+/// mempool), so that a block carrying them does not verify them again, as Bitcoin Core's
+/// signature cache does. Memory only: after a restart, blocks are verified in full.
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    ids: HashSet<TxId>,
+    order: VecDeque<TxId>,
+}
+
+impl VerifiedCache {
+    fn insert(&mut self, txid: TxId) {
+        if self.ids.insert(txid) {
+            self.order.push_back(txid);
+            if self.order.len() > MAX_VERIFIED_CACHE {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.ids.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -329,6 +355,7 @@ impl<S: Store> Chain<S> {
                 tip,
                 orphans: OrphanPool::default(),
                 invalid: InvalidCache::default(),
+                verified: VerifiedCache::default(),
             },
         })
     }
@@ -357,6 +384,12 @@ impl<S: Store> Chain<S> {
     /// The underlying store, for queries.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Records that `txid`'s signature was verified (it passed the mempool's checks), so a
+    /// block holding it need not verify it again.
+    pub fn note_verified(&mut self, txid: TxId) {
+        self.state.verified.insert(txid);
     }
 
     /// Number of orphan blocks held.
@@ -768,7 +801,8 @@ impl ChainState {
             }
             return Err(InError::Rejected(error.into()));
         }
-        let checked = match check_block(&rules.network, block) {
+        let verified = &self.verified.ids;
+        let checked = match check_block(&rules.network, block, &|txid| verified.contains(txid)) {
             Ok(checked) => checked,
             Err(error) => {
                 self.invalid.insert(hash);

@@ -757,3 +757,22 @@ fn given_peer_locator_on_a_fork_when_serving_headers_then_from_the_fork_point() 
     assert_eq!(headers[0].prev, fork_point);
     assert_eq!(chain.headers_after(&[tip_hash(&chain)], 5).unwrap(), vec![]);
 }
+
+#[test]
+fn given_verified_cache_then_only_those_exact_transactions_skip_the_signature_check() {
+    let params = easy_params();
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut chain = new_chain();
+    extend(&mut chain, &alice, 1);
+    let genuine = transfer(&params, &alice, &bob, 5, 0, 0);
+    let mut forged = genuine.clone();
+    forged.amount = Amount::from_units(6); // a different txid, a signature that fails
+    chain.note_verified(genuine.txid());
+    let block = mine_on(&chain, &tip_hash(&chain), &bob, vec![forged], 0);
+    assert!(matches!(
+        chain.import_block(block, NOW),
+        Err(ImportError::Block(BlockError::Transfer { error: TransferError::BadSignature, .. }))
+    ));
+    let block = mine_on(&chain, &tip_hash(&chain), &bob, vec![genuine], 0);
+    assert_eq!(chain.import_block(block, NOW).unwrap().placement, Placement::BestChain);
+}

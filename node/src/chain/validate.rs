@@ -216,15 +216,26 @@ pub fn transaction_ids(block: &Block) -> (Vec<TxId>, usize) {
 /// stateless rules. One parallel pass across cores encodes each transaction once (for
 /// its id, its size and the stored block) and checks its signature; the order of the
 /// checks below decides which error a block with several faults gets.
-pub fn check_block(network: &NetworkId, block: &Block) -> Result<CheckedBlock, BlockError> {
+///
+/// `verified` says whether a transaction's signature was already checked (it was in the
+/// mempool, say): a transaction id covers the signature, so the same id means the same
+/// valid signature, and only the cheap rules are checked again.
+pub fn check_block(
+    network: &NetworkId,
+    block: &Block,
+    verified: &(dyn Fn(&TxId) -> bool + Sync),
+) -> Result<CheckedBlock, BlockError> {
     let checked: Vec<(TxId, Vec<u8>, Option<TransferError>)> = block
         .transactions
         .par_iter()
         .map(|tx| {
             let bytes = to_canonical_cbor(tx);
-            let fault =
-                tx.as_transfer().and_then(|transfer| transfer.check_stateless(network).err());
-            (TxId::from_bytes(sha256d(&bytes)), bytes, fault)
+            let txid = TxId::from_bytes(sha256d(&bytes));
+            let fault = tx.as_transfer().and_then(|transfer| match verified(&txid) {
+                true => transfer.check_form(network).err(),
+                false => transfer.check_stateless(network).err(),
+            });
+            (txid, bytes, fault)
         })
         .collect();
     let size = Block::encoded_size_from(checked.iter().map(|(_, bytes, _)| bytes.len()));

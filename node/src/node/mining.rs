@@ -161,11 +161,13 @@ impl Node {
             let hash = block.hash();
             match self.chain.import_block(block.clone(), now_ms()) {
                 Ok(imported) if imported.placement == Placement::BestChain => {
-                    if let Some(change) = imported.tip_change {
-                        self.on_tip_change(change).await;
-                    }
+                    // Publish first: the peers need the block more than our mempool
+                    // needs updating.
                     if let Err(error) = self.client.publish(Topic::Blocks, block.encode()).await {
                         warn!(%error, "could not publish the block (no peers?)");
+                    }
+                    if let Some(change) = imported.tip_change {
+                        self.on_tip_change(change).await;
                     }
                     info!(height, %hash, "mined a block");
                     self.notify(Notice::Mined { height, hash });

@@ -328,13 +328,20 @@ impl Node {
             NetworkEvent::TrackerDisconnected(tracker) => {
                 self.trackers.insert(tracker, false);
             }
-            NetworkEvent::Gossip { source, message_id, topic, data } => {
-                let acceptance = match topic {
-                    Topic::Transactions => self.on_gossip_transfer(source, &data).await,
-                    Topic::Blocks => self.on_gossip_block(source, &data).await,
-                };
-                self.client.validate(message_id, source, acceptance).await;
-            }
+            NetworkEvent::Gossip { source, message_id, topic, data } => match topic {
+                Topic::Transactions => {
+                    let acceptance = self.on_gossip_transfer(source, &data).await;
+                    self.client.validate(message_id, source, acceptance).await;
+                }
+                Topic::Blocks => {
+                    let (acceptance, change) = self.on_gossip_block(source, &data).await;
+                    // Relay first: the block's verdict does not depend on our mempool.
+                    self.client.validate(message_id, source, acceptance).await;
+                    if let Some(change) = change {
+                        self.on_tip_change(change).await;
+                    }
+                }
+            },
             NetworkEvent::Request(request) if request.oversized.is_some() => {
                 self.refuse_oversized(request).await
             }
@@ -387,25 +394,37 @@ impl Node {
         }
     }
 
-    /// Imports a block from a peer (gossip or sync) and says how gossip should treat it.
-    async fn on_gossip_block(&mut self, source: PeerId, data: &[u8]) -> MessageAcceptance {
+    /// Imports a gossiped block; says how gossip should treat it and how the best chain
+    /// moved (for the caller to follow once the block is on its way to others).
+    async fn on_gossip_block(
+        &mut self,
+        source: PeerId,
+        data: &[u8],
+    ) -> (MessageAcceptance, Option<TipChange>) {
+        let started = std::time::Instant::now();
         let block = match Block::decode(data) {
             Ok(block) => block,
             Err(error) => {
                 self.client
                     .penalize(source, Penalty::LowTolerance, format!("malformed block: {error}"))
                     .await;
-                return MessageAcceptance::Reject;
+                return (MessageAcceptance::Reject, None);
             }
         };
         let height = block.header.height;
-        match self.chain.import_block(block, now_ms()) {
+        let (transfers, decoded) = (block.transactions.len().saturating_sub(1), started.elapsed());
+        let acceptance = match self.chain.import_block(block, now_ms()) {
             Ok(imported) => {
-                let placement = imported.placement.clone();
-                if let Some(change) = imported.tip_change {
-                    self.on_tip_change(change).await;
-                }
-                match placement {
+                info!(
+                    height,
+                    transfers,
+                    bytes = data.len(),
+                    decode_ms = decoded.as_millis() as u64,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    placement = ?imported.placement,
+                    "imported a block from gossip"
+                );
+                let acceptance = match imported.placement {
                     Placement::BestChain | Placement::SideChain => MessageAcceptance::Accept,
                     Placement::Orphan { missing } => {
                         info!(%source, height, %missing, "block with unknown parent: fetching its ancestors");
@@ -413,7 +432,8 @@ impl Node {
                         MessageAcceptance::Ignore
                     }
                     Placement::AlreadyKnown => MessageAcceptance::Ignore,
-                }
+                };
+                return (acceptance, imported.tip_change);
             }
             Err(ImportError::Store(error)) => self.fatal(error),
             Err(error) => {
@@ -427,7 +447,8 @@ impl Node {
                     MessageAcceptance::Ignore
                 }
             }
-        }
+        };
+        (acceptance, None)
     }
 
     /// Follows a move of the best chain: mempool, inbox notices, the miner, the user.

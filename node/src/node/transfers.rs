@@ -94,10 +94,12 @@ impl Node {
             sealed,
         );
         let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
-        self.mempool
+        let txid = self
+            .mempool
             .add(&reader, transfer.clone(), now_ms())
             .map_err(|error| UserError::Invalid(format!("not sent: {error}")))?;
         drop(reader);
+        self.chain.note_verified(txid);
         self.flush();
         Ok((transfer, card.name.to_string()))
     }
@@ -266,6 +268,9 @@ impl Node {
         let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
         let added = self.mempool.add(&reader, transfer.clone(), now_ms());
         drop(reader);
+        if let Ok(txid) = &added {
+            self.chain.note_verified(*txid);
+        }
         match added {
             Ok(_) => {
                 self.keep_in_inbox(&transfer);
@@ -305,6 +310,9 @@ impl Node {
         let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
         let added = self.mempool.add(&reader, transfer.clone(), now_ms());
         drop(reader);
+        if let Ok(txid) = &added {
+            self.chain.note_verified(*txid);
+        }
         match added {
             Ok(_) => {
                 if transfer.to == self.keypair.public() {

@@ -133,27 +133,31 @@ pub struct NextBlock {
     pub median_time_ms: u64,
 }
 
-/// Hashes recently found invalid before being stored (bad PoW, bad signatures...).
-#[derive(Debug, Default)]
-struct InvalidCache {
-    hashes: HashSet<BlockHash>,
-    order: VecDeque<BlockHash>,
+/// A set that remembers at most `capacity` items, forgetting the oldest first.
+#[derive(Debug)]
+struct RecentSet<T: Eq + std::hash::Hash + Copy> {
+    items: HashSet<T>,
+    order: VecDeque<T>,
+    capacity: usize,
 }
 
-impl InvalidCache {
-    fn insert(&mut self, hash: BlockHash) {
-        if self.hashes.insert(hash) {
-            self.order.push_back(hash);
-            if self.order.len() > MAX_INVALID_CACHE
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.hashes.remove(&oldest);
-            }
+impl<T: Eq + std::hash::Hash + Copy> RecentSet<T> {
+    fn new(capacity: usize) -> Self {
+        Self { items: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn insert(&mut self, item: T) {
+        if self.items.insert(item) {
+            self.order.push_back(item);
+        }
+        if self.order.len() > self.capacity {
+            let oldest = self.order.pop_front().expect("over capacity, so not empty");
+            self.items.remove(&oldest);
         }
     }
 
-    fn contains(&self, hash: &BlockHash) -> bool {
-        self.hashes.contains(hash)
+    fn contains(&self, item: &T) -> bool {
+        self.items.contains(item)
     }
 }
 
@@ -272,34 +276,17 @@ struct ChainState {
     /// The best tip (as of the open write transaction, during a batch).
     tip: BlockEntry,
     orphans: OrphanPool,
-    invalid: InvalidCache,
-    verified: VerifiedCache,
+    /// Blocks found invalid before being stored (bad PoW, bad signatures...).
+    invalid: RecentSet<BlockHash>,
+    /// Transactions whose signatures this node already verified (when they entered the
+    /// mempool), so that a block carrying them does not verify them again, as Bitcoin
+    /// Core's signature cache does. Memory only: after a restart, blocks are verified in
+    /// full.
+    verified: RecentSet<TxId>,
 }
 
 /// Most transaction ids remembered as having a verified signature.
 const MAX_VERIFIED_CACHE: usize = 100_000;
-
-/// Transactions whose signatures this node already verified (when they entered the
-/// mempool), so that a block carrying them does not verify them again, as Bitcoin Core's
-/// signature cache does. Memory only: after a restart, blocks are verified in full.
-#[derive(Debug, Default)]
-struct VerifiedCache {
-    ids: HashSet<TxId>,
-    order: VecDeque<TxId>,
-}
-
-impl VerifiedCache {
-    fn insert(&mut self, txid: TxId) {
-        if self.ids.insert(txid) {
-            self.order.push_back(txid);
-            if self.order.len() > MAX_VERIFIED_CACHE {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.ids.remove(&oldest);
-                }
-            }
-        }
-    }
-}
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt { table: Table::Entries.name(), reason: what }
@@ -354,8 +341,8 @@ impl<S: Store> Chain<S> {
             state: ChainState {
                 tip,
                 orphans: OrphanPool::default(),
-                invalid: InvalidCache::default(),
-                verified: VerifiedCache::default(),
+                invalid: RecentSet::new(MAX_INVALID_CACHE),
+                verified: RecentSet::new(MAX_VERIFIED_CACHE),
             },
         })
     }
@@ -801,7 +788,7 @@ impl ChainState {
             }
             return Err(InError::Rejected(error.into()));
         }
-        let verified = &self.verified.ids;
+        let verified = &self.verified;
         let checked = match check_block(&rules.network, block, &|txid| verified.contains(txid)) {
             Ok(checked) => checked,
             Err(error) => {

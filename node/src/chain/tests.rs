@@ -776,3 +776,12 @@ fn given_verified_cache_then_only_those_exact_transactions_skip_the_signature_ch
     let block = mine_on(&chain, &tip_hash(&chain), &bob, vec![genuine], 0);
     assert_eq!(chain.import_block(block, NOW).unwrap().placement, Placement::BestChain);
 }
+
+#[test]
+fn given_recent_set_over_capacity_then_oldest_forgotten_first() {
+    let mut set = RecentSet::new(2);
+    for item in [1u8, 2, 1, 3] {
+        set.insert(item);
+    }
+    assert!(!set.contains(&1) && set.contains(&2) && set.contains(&3));
+}

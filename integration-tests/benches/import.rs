@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use raclette_integration_tests::bench::{Report, bare_verify_rate, bench_dir, cores};
 use raclette_node::chain::Chain;
 use raclette_node::store::LmdbStore;
-use raclette_node::testkit::{easy_params, keypair, linear_blocks, transfer};
-use rayon::prelude::*;
+use raclette_node::testkit::{easy_params, message_blocks};
 
 const BLOCKS: u64 = 10_000;
 const TRANSFERS_PER_BLOCK: u64 = 10;
@@ -25,19 +24,8 @@ pub fn store_dir(blocks: u64) -> PathBuf {
 
 fn main() {
     let params = easy_params();
-    let senders: Vec<_> =
-        (0..TRANSFERS_PER_BLOCK).map(|i| keypair(&format!("sender-{i}"))).collect();
-    let receiver = keypair("receiver");
     eprintln!("signing {} transfers...", BLOCKS * TRANSFERS_PER_BLOCK);
-    let transfers: Vec<Vec<_>> = (0..BLOCKS)
-        .into_par_iter()
-        .map(|nonce| {
-            senders.iter().map(|from| transfer(&params, from, &receiver, 0, 0, nonce)).collect()
-        })
-        .collect();
-    let blocks = linear_blocks(&params, &keypair("miner"), BLOCKS, |height| {
-        transfers[height as usize - 1].clone()
-    });
+    let blocks = message_blocks(&params, BLOCKS, TRANSFERS_PER_BLOCK);
     let bound = bare_verify_rate(Duration::from_secs(2)) * cores() as f64;
 
     for (count, report) in [(10u64, false), (BLOCKS, true)] {

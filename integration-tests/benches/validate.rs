@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use raclette_integration_tests::bench::{Report, bare_verify_rate, cores};
 use raclette_node::chain::{Chain, Placement};
 use raclette_node::store::MemoryStore;
-use raclette_node::testkit::{easy_params, keypair, linear_blocks, transfer};
+use raclette_node::testkit::{easy_params, message_blocks};
 use rayon::prelude::*;
 
 const TRANSFERS_PER_BLOCK: u64 = 1_000;
@@ -16,20 +16,9 @@ const NOW: u64 = u64::MAX / 4;
 
 fn main() {
     let params = easy_params();
-    let senders: Vec<_> =
-        (0..TRANSFERS_PER_BLOCK).map(|i| keypair(&format!("sender-{i}"))).collect();
-    let receiver = keypair("receiver");
     // Amount-0 messages need no balance, so a thousand fresh senders can each send one
     // per block; every one still has its signature, nonce and state checked.
-    let transfers: Vec<Vec<_>> = (0..BLOCKS)
-        .into_par_iter()
-        .map(|nonce| {
-            senders.iter().map(|from| transfer(&params, from, &receiver, 0, 0, nonce)).collect()
-        })
-        .collect();
-    let blocks = linear_blocks(&params, &keypair("miner"), BLOCKS, |height| {
-        transfers[height as usize - 1].clone()
-    });
+    let blocks = message_blocks(&params, BLOCKS, TRANSFERS_PER_BLOCK);
 
     let mut best_rate = 0.0f64;
     let mut best_bound = 0.0f64;

@@ -154,3 +154,18 @@ pub fn linear_blocks(
         })
         .collect()
 }
+
+/// `count` blocks for a fixed-difficulty network, each holding one 0-amount message
+/// from each of `senders` senders (valid without any balance), signed across cores.
+pub fn message_blocks(params: &NetworkParams, count: u64, senders: u64) -> Vec<Block> {
+    use rayon::prelude::*;
+    let keys: Vec<Keypair> = (0..senders).map(|i| keypair(&format!("sender-{i}"))).collect();
+    let receiver = keypair("receiver");
+    let transfers: Vec<Vec<Transfer>> = (0..count)
+        .into_par_iter()
+        .map(|nonce| {
+            keys.iter().map(|from| transfer(params, from, &receiver, 0, 0, nonce)).collect()
+        })
+        .collect();
+    linear_blocks(params, &keypair("miner"), count, |height| transfers[height as usize - 1].clone())
+}

@@ -15,11 +15,38 @@ use crate::hash::FixedBytes;
 ///
 /// Holding the parsed key means a decoded key is known to be a valid curve point, and
 /// verification does not pay for decompression again; holding the encoding too makes
-/// comparing, hashing and encoding keys free. Keys compare by their encoding.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// comparing, hashing and encoding keys free. Keys compare and hash by their encoding
+/// alone (it determines the parsed form).
+#[derive(Clone, Copy)]
 pub struct PublicKey {
     compressed: [u8; 33],
     parsed: secp256k1::PublicKey,
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.compressed == other.compressed
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.compressed.hash(state);
+    }
+}
+
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.compressed.cmp(&other.compressed)
+    }
 }
 
 /// Why bytes or text are not a key or signature.

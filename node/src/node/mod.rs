@@ -723,32 +723,7 @@ impl Node {
             .ok()
             .flatten()
             .is_some_and(|(e, _)| e.hash() == entry.hash());
-        let own = self.keypair.public();
-        let transactions = block
-            .transactions
-            .iter()
-            .map(|tx| match tx {
-                Transaction::Coinbase(coinbase) => TxView {
-                    txid: tx.txid().to_string(),
-                    kind: "coinbase",
-                    from: None,
-                    to: self.name_of(&coinbase.to),
-                    amount: coinbase.amount.to_string(),
-                    fee: None,
-                    message: Some(String::from_utf8_lossy(&coinbase.memo).into_owned()),
-                },
-                Transaction::Transfer(transfer) => TxView {
-                    txid: tx.txid().to_string(),
-                    kind: "transfer",
-                    from: Some(self.name_of(&transfer.from)),
-                    to: self.name_of(&transfer.to),
-                    amount: transfer.amount.to_string(),
-                    fee: Some(transfer.fee.to_string()),
-                    message: (transfer.from == own || transfer.to == own)
-                        .then(|| self.read_message(transfer)),
-                },
-            })
-            .collect();
+        let transactions = block.transactions.iter().map(|tx| self.tx_view(tx)).collect();
         Ok(BlockView {
             height: entry.height(),
             hash: entry.hash().to_string(),

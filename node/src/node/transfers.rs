@@ -93,13 +93,7 @@ impl Node {
             nonce,
             sealed,
         );
-        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
-        let txid = self
-            .mempool
-            .add(&reader, transfer.clone(), now_ms())
-            .map_err(|error| UserError::Invalid(format!("not sent: {error}")))?;
-        drop(reader);
-        self.chain.note_verified(txid);
+        self.admit(&transfer).map_err(|error| UserError::Invalid(format!("not sent: {error}")))?;
         self.flush();
         Ok((transfer, card.name.to_string()))
     }
@@ -228,6 +222,18 @@ impl Node {
         self.announce_received(transfer);
     }
 
+    /// Offers a transfer to the mempool; an accepted one has had its signature verified,
+    /// which the chain remembers so the block holding it need not verify it again.
+    fn admit(&mut self, transfer: &Transfer) -> Result<TxId, MempoolError> {
+        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
+        let added = self.mempool.add(&reader, transfer.clone(), now_ms());
+        drop(reader);
+        if let Ok(txid) = &added {
+            self.chain.note_verified(*txid);
+        }
+        added
+    }
+
     /// A transfer sent straight to this node. The sender hears the answer before any
     /// penalty, so even a peer about to be banned learns why.
     pub(super) async fn on_direct_request(&mut self, request: InboundRequest) {
@@ -265,13 +271,7 @@ impl Node {
                 Some("message does not decrypt".into()),
             );
         }
-        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
-        let added = self.mempool.add(&reader, transfer.clone(), now_ms());
-        drop(reader);
-        if let Ok(txid) = &added {
-            self.chain.note_verified(*txid);
-        }
-        match added {
+        match self.admit(&transfer) {
             Ok(_) => {
                 self.keep_in_inbox(&transfer);
                 if let Err(error) =
@@ -307,13 +307,7 @@ impl Node {
                 return MessageAcceptance::Reject;
             }
         };
-        let reader = self.chain.store().reader().unwrap_or_else(|error| self.fatal(error));
-        let added = self.mempool.add(&reader, transfer.clone(), now_ms());
-        drop(reader);
-        if let Ok(txid) = &added {
-            self.chain.note_verified(*txid);
-        }
-        match added {
+        match self.admit(&transfer) {
             Ok(_) => {
                 if transfer.to == self.keypair.public() {
                     self.keep_in_inbox(&transfer);

@@ -113,37 +113,29 @@ fn scan(
     Ok(())
 }
 
-impl ReadTables for LmdbReader<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get(self.store, &self.txn, table, key)
-    }
+/// Both transaction kinds read the same way (a write transaction derefs to a read one).
+macro_rules! read_tables {
+    ($txn:ty) => {
+        impl ReadTables for $txn {
+            fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                get(self.store, &self.txn, table, key)
+            }
 
-    fn scan(
-        &self,
-        table: Table,
-        range: KeyRange<'_>,
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        scan(self.store, &self.txn, table, range, reverse, visit)
-    }
+            fn scan(
+                &self,
+                table: Table,
+                range: KeyRange<'_>,
+                reverse: bool,
+                visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<(), StoreError> {
+                scan(self.store, &self.txn, table, range, reverse, visit)
+            }
+        }
+    };
 }
 
-impl ReadTables for LmdbWriter<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get(self.store, &self.txn, table, key)
-    }
-
-    fn scan(
-        &self,
-        table: Table,
-        range: KeyRange<'_>,
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        scan(self.store, &self.txn, table, range, reverse, visit)
-    }
-}
+read_tables!(LmdbReader<'_>);
+read_tables!(LmdbWriter<'_>);
 
 impl WriteTables for LmdbWriter<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

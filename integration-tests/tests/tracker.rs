@@ -421,3 +421,38 @@ fn given_oversized_request_then_the_tracker_logs_why() {
         tracker.log().contains("exceeds").then_some(())
     });
 }
+
+#[test]
+fn given_a_node_with_two_trackers_then_it_registers_with_both_and_merges_their_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        TrackerProcess::start(&dir.path().join("t1")),
+        TrackerProcess::start(&dir.path().join("t2")),
+    );
+    let alice = NodeProcess::start("alice", &dir.path().join("alice"), &options(&first));
+    let bob = NodeProcess::start("bob", &dir.path().join("bob"), &options(&second));
+    let both = NodeOptions {
+        trackers: vec![first.address.clone(), second.address.clone()],
+        ..NodeOptions::default()
+    };
+    let carol = NodeProcess::start("carol", &dir.path().join("carol"), &both);
+
+    // Carol's card reaches both trackers; each one-tracker node learns her from its own.
+    for tracker in [&first, &second] {
+        wait_for("carol registered with both trackers", PATIENCE, || {
+            find(&tracker.peers(), "carol").map(|_| ())
+        });
+    }
+    wait_for("carol to know alice and bob from their two trackers", PATIENCE, || {
+        (listed_key(&carol, "alice") == Some(own_key(&alice))
+            && listed_key(&carol, "bob") == Some(own_key(&bob)))
+        .then_some(())
+    });
+    for node in [&alice, &bob] {
+        wait_for(&format!("{} to know carol", node.name), PATIENCE, || {
+            (listed_key(node, "carol") == Some(own_key(&carol))).then_some(())
+        });
+    }
+    // Each tracker only holds the cards registered with it.
+    assert!(find(&first.peers(), "bob").is_none() && find(&second.peers(), "alice").is_none());
+}

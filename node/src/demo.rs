@@ -37,7 +37,7 @@ fn tracker_binary() -> Result<PathBuf, String> {
     eprintln!("building raclette-tracker...");
     let release = dir.file_name().is_some_and(|name| name == "release");
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bin", "raclette-tracker"]);
+    build.args(["build", "--quiet", "-p", "raclette-tracker", "--bin", "raclette-tracker"]);
     if release {
         build.arg("--release");
     }

@@ -348,6 +348,15 @@ pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+/// `address` ending in `/p2p/<local>`, as others dial it (a relayed listen address may
+/// already end so; one through a relay names the relay's id before `/p2p-circuit`).
+fn dialable(address: Multiaddr, local: PeerId) -> Multiaddr {
+    match address.iter().last() {
+        Some(AddrProtocol::P2p(peer)) if peer == local => address,
+        _ => address.with(AddrProtocol::P2p(local)),
+    }
+}
+
 /// Whether an address goes through a relay.
 pub fn is_relayed(address: &Multiaddr) -> bool {
     address.iter().any(|p| matches!(p, AddrProtocol::P2pCircuit))
@@ -572,16 +581,7 @@ impl EventLoop {
             addresses.retain(|a| !is_loopback(a));
         }
         addresses.sort_by_key(is_relayed); // direct addresses first
-        addresses
-            .into_iter()
-            .map(|address| {
-                if peer_of(&address).is_some() {
-                    address
-                } else {
-                    address.with(AddrProtocol::P2p(local))
-                }
-            })
-            .collect()
+        addresses.into_iter().map(|address| dialable(address, local)).collect()
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -716,7 +716,7 @@ impl EventLoop {
                     self.housekeeping(); // now the trackers can be dialled
                 }
                 info!(%address, "listening");
-                self.emit(NetworkEvent::Listening(address.with(AddrProtocol::P2p(local)))).await;
+                self.emit(NetworkEvent::Listening(dialable(address, local))).await;
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let link = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
@@ -982,5 +982,17 @@ mod tests {
         assert_eq!(peer_of(&direct), Some(peer));
         assert!(!is_relayed(&direct));
         assert!(is_relayed(&relayed));
+    }
+
+    #[test]
+    fn given_own_addresses_then_each_ends_in_our_peer_id_once() {
+        let (me, relay) = (PeerId::random(), PeerId::random());
+        let plain: Multiaddr = "/ip4/1.2.3.4/tcp/5".parse().unwrap();
+        let circuit: Multiaddr =
+            format!("/ip4/1.2.3.4/tcp/5/p2p/{relay}/p2p-circuit").parse().unwrap();
+        let circuit_with_me: Multiaddr = format!("{circuit}/p2p/{me}").parse().unwrap();
+        assert_eq!(dialable(plain.clone(), me), plain.with(AddrProtocol::P2p(me)));
+        assert_eq!(dialable(circuit.clone(), me), circuit_with_me);
+        assert_eq!(dialable(circuit_with_me.clone(), me), circuit_with_me);
     }
 }

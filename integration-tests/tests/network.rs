@@ -395,3 +395,27 @@ fn given_peers_sending_garbage_on_every_protocol_then_honest_nodes_reject_them_b
     wait_same_tip(&[&alice, &bob]);
     assert_eq!(inbox_entries(&bob, &txid).len(), 1);
 }
+
+#[test]
+fn given_a_long_mining_session_when_asked_to_stop_then_it_stops_and_reports() {
+    // About 2^32 hashes a block: nothing will be found before the stop.
+    let net = Net::new("stop", 32);
+    let alice = net.node("alice");
+    std::thread::scope(|scope| {
+        let session = scope.spawn(|| alice.mine(1000));
+        let rate = wait_for("the miner to report its hash rate", PATIENCE, || {
+            let status = alice.get("status");
+            status["hash_rate"].as_f64().filter(|rate| *rate > 0.0)
+        });
+        assert_eq!(alice.get("status")["mining"], true, "mining at {rate} H/s");
+        let (status, body) = alice.post("mine/stop", json!({}));
+        assert_eq!((status, body["stopped"].as_bool()), (200, Some(true)));
+        let report = session.join().unwrap();
+        assert!(
+            report["mined"].as_array().unwrap().is_empty()
+                && report["lost"].as_array().unwrap().is_empty()
+        );
+    });
+    assert_eq!(alice.get("status")["mining"], false);
+    assert_eq!(alice.post("mine/stop", json!({})).1["stopped"], false);
+}

@@ -59,6 +59,7 @@ pub fn router(node: NodeHandle) -> Router {
         .route("/api/tx/{txid}", get(transaction))
         .route("/api/send", post(send))
         .route("/api/mine", post(mine))
+        .route("/api/mine/stop", post(stop_mining))
         .route("/api/ban", post(ban))
         .route("/api/unban", post(unban))
         .route("/api/shutdown", post(shutdown))
@@ -183,6 +184,11 @@ async fn mine(
 ) -> ApiResult {
     let Json(body) = body.map_err(|error| ApiError(StatusCode::BAD_REQUEST, error.body_text()))?;
     ok(node.ask(|reply| Request::Mine { blocks: body.blocks, reply }).await??)
+}
+
+async fn stop_mining(State(node): State<NodeHandle>) -> ApiResult {
+    let was_mining = node.ask(Request::StopMining).await?;
+    ok(json!({ "stopped": was_mining }))
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,10 @@ pub(super) struct MiningSession {
     report: MineView,
     reply: Option<oneshot::Sender<Result<MineView, UserError>>>,
     job: Option<Job>,
+    /// The user asked to stop: the search ends without a "lost" height.
+    stopping: bool,
+    /// The last measured hash rate, hashes per second.
+    pub(super) rate: f64,
 }
 
 /// One nonce search.
@@ -63,6 +67,8 @@ impl Node {
             report: MineView::default(),
             reply: Some(reply),
             job: None,
+            stopping: false,
+            rate: 0.0,
         });
         self.next_mining_job();
     }
@@ -124,6 +130,20 @@ impl Node {
         }
     }
 
+    /// Stops the mining session: the current search ends, and `mine` answers with what
+    /// was mined so far.
+    pub(super) fn stop_mining(&mut self) -> bool {
+        let Some(session) = &mut self.mining else { return false };
+        session.stopping = true;
+        session.remaining = 0;
+        match &session.job {
+            Some(job) => job.stop.store(true, Ordering::Relaxed),
+            // Waiting for the sync: nothing runs, so end the session now.
+            None => self.next_mining_job(),
+        }
+        true
+    }
+
     /// Resumes a session that waited for the sync to finish.
     pub(super) fn resume_mining(&mut self) {
         if self.mining.as_ref().is_some_and(|session| session.job.is_none()) {
@@ -183,15 +203,17 @@ impl Node {
                 }
             }
         } else {
-            let stopped_by_user =
-                self.mining.as_ref().is_none_or(|s| s.reply.as_ref().is_none_or(|r| r.is_closed()));
+            let stopped_by_user = self
+                .mining
+                .as_ref()
+                .is_none_or(|s| s.stopping || s.reply.as_ref().is_none_or(|r| r.is_closed()));
             if !stopped_by_user {
                 self.record_lost(height);
             }
         }
         if let Some(session) = &mut self.mining {
             session.remaining = session.remaining.saturating_sub(1);
-            if session.reply.as_ref().is_some_and(|reply| reply.is_closed()) {
+            if session.stopping || session.reply.as_ref().is_some_and(|reply| reply.is_closed()) {
                 session.remaining = 0; // nobody waits for the result any more
             }
         }
@@ -220,6 +242,9 @@ impl Node {
         let rate = (done - before) as f64 / seconds;
         job.sampled = (now, done);
         let height = job.height;
+        if let Some(session) = &mut self.mining {
+            session.rate = rate;
+        }
         self.notify(Notice::Mining { height, rate });
     }
 }

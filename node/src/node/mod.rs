@@ -558,6 +558,9 @@ impl Node {
             Request::Block { id, reply } => {
                 let _ = reply.send(self.block_view(id));
             }
+            Request::StopMining(reply) => {
+                let _ = reply.send(self.stop_mining());
+            }
             Request::Transaction { txid, reply } => {
                 let _ = reply.send(self.transaction_view(&txid));
             }
@@ -605,6 +608,7 @@ impl Node {
                 .collect(),
             mempool: self.mempool.len(),
             mining: self.mining.is_some(),
+            hash_rate: self.mining.as_ref().map_or(0.0, |session| session.rate),
             outbox: self
                 .chain
                 .store()

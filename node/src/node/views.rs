@@ -85,6 +85,8 @@ pub enum Request {
         /// The answer.
         reply: oneshot::Sender<Result<BlockView, UserError>>,
     },
+    /// Stop mining; answers whether a session was running.
+    StopMining(oneshot::Sender<bool>),
     /// One transaction by id, pending or confirmed.
     Transaction {
         /// Its id.
@@ -134,6 +136,8 @@ pub struct StatusView {
     pub mempool: usize,
     /// Whether the miner is running.
     pub mining: bool,
+    /// The miner's hash rate, hashes per second (0 when not mining).
+    pub hash_rate: f64,
     /// Transfers waiting for their receiver to come online.
     pub outbox: usize,
     /// What AutoNAT found: `public`, `private` (behind a NAT) or `unknown`.

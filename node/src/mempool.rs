@@ -195,7 +195,7 @@ impl Mempool {
             return Err(StateError::Overspend { balance: available, needed }.into());
         }
         if self.records.len() >= MAX_TRANSFERS {
-            self.evict_cheaper_than(transfer.fee)?;
+            self.evict_cheaper_than(transfer.fee, &transfer.from)?;
         }
         self.insert(txid, MempoolRecord { transfer, received_ms: now_ms });
         self.unsaved.insert(txid, true);
@@ -204,11 +204,12 @@ impl Mempool {
 
     /// Removes the cheapest transfer that is last in its sender's chain, if it pays less
     /// than `fee`.
-    fn evict_cheaper_than(&mut self, fee: Amount) -> Result<(), MempoolError> {
+    fn evict_cheaper_than(&mut self, fee: Amount, sparing: &PublicKey) -> Result<(), MempoolError> {
         let cheapest = self
             .by_sender
-            .values()
-            .filter_map(|chain| chain.values().next_back())
+            .iter()
+            .filter(|(sender, _)| *sender != sparing) // never the newcomer's own chain
+            .filter_map(|(_, chain)| chain.values().next_back())
             .min_by_key(|id| self.records[*id].transfer.fee)
             .copied();
         match cheapest {
@@ -226,16 +227,33 @@ impl Mempool {
         self.insert(transfer.txid(), MempoolRecord { transfer, received_ms: 0 });
     }
 
-    fn insert(&mut self, txid: TxId, record: MempoolRecord) {
-        self.by_sender.entry(record.transfer.from).or_default().insert(record.transfer.nonce, txid);
+    /// Adds a record; returns false (and adds nothing) when the sender's nonce slot is
+    /// already held by another transfer.
+    fn insert(&mut self, txid: TxId, record: MempoolRecord) -> bool {
+        let chain = self.by_sender.entry(record.transfer.from).or_default();
+        if chain.contains_key(&record.transfer.nonce) {
+            return false;
+        }
+        chain.insert(record.transfer.nonce, txid);
         self.records.insert(txid, record);
+        true
     }
 
-    /// Removes a transfer (and marks the removal for the next flush).
-    pub fn remove(&mut self, txid: &TxId) -> Option<MempoolRecord> {
-        let record = self.forget(txid)?;
-        self.unsaved.insert(*txid, false);
-        Some(record)
+    /// Removes a transfer and the sender's later ones, which cannot be mined without it;
+    /// marks the removals for the next flush and returns their ids.
+    pub fn remove(&mut self, txid: &TxId) -> Vec<TxId> {
+        let Some(record) = self.records.get(txid) else { return Vec::new() };
+        let (sender, nonce) = (record.transfer.from, record.transfer.nonce);
+        let later: Vec<TxId> = self
+            .by_sender
+            .get(&sender)
+            .map(|chain| chain.range(nonce..).map(|(_, id)| *id).collect())
+            .unwrap_or_default();
+        for id in &later {
+            self.forget(id);
+            self.unsaved.insert(*id, false);
+        }
+        later
     }
 
     /// Removes from memory only: the store already reflects it.
@@ -291,23 +309,61 @@ impl Mempool {
         let senders: Vec<PublicKey> = self.by_sender.keys().copied().collect();
         for sender in senders {
             let account = reader.account(&sender)?;
-            let chain = self.by_sender[&sender].clone();
-            let (mut next, mut spent, mut broken) = (account.nonce, Amount::ZERO, false);
+            let chain = self.by_sender.get(&sender).cloned().unwrap_or_default();
+            let (mut next, mut spent) = (account.nonce, Amount::ZERO);
             for (nonce, txid) in chain {
-                let cost = self.records[&txid].transfer.total_cost().ok();
-                let total = cost.and_then(|c| spent.checked_add(c));
-                let fits = !broken && nonce == next && total.is_some_and(|t| t <= account.balance);
-                if fits {
-                    next += 1;
-                    spent = total.expect("checked above");
-                } else {
-                    broken |= nonce >= account.nonce;
-                    self.remove(&txid);
+                if nonce < account.nonce {
+                    // Its nonce was used by a block: this one can never be mined.
+                    self.forget(&txid);
+                    self.unsaved.insert(txid, false);
                     dropped.push(txid);
+                    continue;
+                }
+                let total = self.records[&txid]
+                    .transfer
+                    .total_cost()
+                    .ok()
+                    .and_then(|c| spent.checked_add(c));
+                match total {
+                    Some(total) if nonce == next && total <= account.balance => {
+                        next += 1;
+                        spent = total;
+                    }
+                    // A gap or an overspend: this one and every later one go.
+                    _ => {
+                        dropped.extend(self.remove(&txid));
+                        break;
+                    }
                 }
             }
         }
+        dropped.extend(self.enforce_caps());
         Ok(dropped)
+    }
+
+    /// Trims the pool to its limits (a reorganisation can bring back more than fits):
+    /// each sender's highest nonces beyond its cap, then the cheapest chain tails.
+    fn enforce_caps(&mut self) -> Vec<TxId> {
+        let mut dropped = Vec::new();
+        let over: Vec<TxId> = self
+            .by_sender
+            .values()
+            .filter_map(|chain| chain.values().nth(MAX_PER_SENDER).copied())
+            .collect();
+        for txid in over {
+            dropped.extend(self.remove(&txid));
+        }
+        while self.records.len() > MAX_TRANSFERS {
+            let cheapest = self
+                .by_sender
+                .values()
+                .filter_map(|chain| chain.values().next_back())
+                .min_by_key(|id| self.records[*id].transfer.fee)
+                .copied()
+                .expect("a non-empty pool has a chain tail");
+            dropped.extend(self.remove(&cheapest));
+        }
+        dropped
     }
 
     /// Transfers for a block template: highest fee first among each sender's next
@@ -545,5 +601,52 @@ mod tests {
             pool.apply_tip_change(&change, &chain.store().reader().unwrap(), NOW).unwrap();
         assert_eq!(dropped.len(), 2);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn given_a_sender_chain_when_one_is_removed_then_later_nonces_go_too_and_the_nonce_is_free() {
+        let params = easy_params();
+        let chain = funded(1);
+        let reader = chain.store().reader().unwrap();
+        let (alice, bob) = (keypair("alice"), keypair("bob"));
+        let mut pool = Mempool::new(params.network_id());
+        let txs: Vec<Transfer> =
+            (0..3).map(|nonce| transfer(&params, &alice, &bob, 10, 1, nonce)).collect();
+        for t in &txs {
+            pool.add(&reader, t.clone(), NOW).unwrap();
+        }
+        assert_eq!(pool.remove(&txs[1].txid()), vec![txs[1].txid(), txs[2].txid()]);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.next_nonce(&alice.public(), 0), 1);
+        let replacement = transfer(&params, &alice, &keypair("carol"), 10, 1, 1);
+        pool.add(&reader, replacement.clone(), NOW).unwrap();
+        assert_eq!(pool.pending_for(&alice.public()).1, Amount::from_units(22));
+    }
+
+    #[test]
+    fn given_a_block_using_some_nonces_when_revalidated_then_only_those_go() {
+        let params = easy_params();
+        let mut chain = funded(1);
+        let (alice, bob) = (keypair("alice"), keypair("bob"));
+        let mut pool = Mempool::new(params.network_id());
+        let txs: Vec<Transfer> =
+            (0..4).map(|nonce| transfer(&params, &alice, &bob, 10, 1, nonce)).collect();
+        for t in &txs {
+            pool.add(&chain.store().reader().unwrap(), t.clone(), NOW).unwrap();
+        }
+        // A block from elsewhere used nonces 0 and 1 for other transfers of alice's.
+        let carol = keypair("carol");
+        let others = vec![
+            transfer(&params, &alice, &carol, 3, 1, 0),
+            transfer(&params, &alice, &carol, 3, 1, 1),
+        ];
+        let block = mine_on(&chain, &chain.tip().hash(), &bob, others, 0);
+        let change = chain.import_block(block, NOW).unwrap().tip_change.unwrap();
+        pool.apply_tip_change(&change, &chain.store().reader().unwrap(), NOW).unwrap();
+        let mut left: Vec<TxId> = pool.iter().map(|(id, _)| *id).collect();
+        left.sort();
+        let mut expected = vec![txs[2].txid(), txs[3].txid()];
+        expected.sort();
+        assert_eq!(left, expected);
     }
 }

@@ -200,7 +200,12 @@ impl WireMessage for DirectoryRequest {
 pub enum DirectoryResponse {
     /// The card is stored and being pushed to the other peers.
     Registered,
-    /// The request was refused.
+    /// Another key holds the name: the node must choose another.
+    NameTaken {
+        /// The name asked for.
+        name: PeerName,
+    },
+    /// The request was refused (malformed, bad signature, older than the stored card...).
     Refused {
         /// One sentence, e.g. that the name is taken.
         reason: String,

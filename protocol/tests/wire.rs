@@ -174,6 +174,9 @@ proptest! {
         }
         round_trip(&DirectoryRequest::List { network: NetworkId::ZERO, after, limit })?;
         round_trip(&DirectoryResponse::Registered)?;
+        for card in &cards {
+            round_trip(&DirectoryResponse::NameTaken { name: card.name.clone() })?;
+        }
         round_trip(&DirectoryResponse::Refused { reason })?;
         round_trip(&DirectoryResponse::Cards { cards: cards.clone(), more })?;
         round_trip(&DirectoryPush { cards })?;

@@ -289,7 +289,12 @@ impl Tracker {
             }
             Err(refusal) => {
                 warn!(name = %card.name, %peer, %refusal, "card refused");
-                Ok(DirectoryResponse::Refused { reason: refusal.to_string() })
+                Ok(match refusal {
+                    crate::directory::Refusal::NameTaken(_) => {
+                        DirectoryResponse::NameTaken { name: card.name }
+                    }
+                    refusal => DirectoryResponse::Refused { reason: refusal.to_string() },
+                })
             }
         }
     }

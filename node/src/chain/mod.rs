@@ -31,8 +31,8 @@ use crate::store::{
 use orphans::OrphanPool;
 use state::{Accounts, BlockStateError, apply_block, touched_keys};
 use validate::{
-    BlockError, HeaderContext, HeaderError, check_block, check_header, check_proof_of_work,
-    median_time,
+    BlockError, HeaderContext, HeaderError, check_block, check_commitment, check_header,
+    check_proof_of_work, median_time,
 };
 
 /// Most hashes remembered as invalid without being stored.
@@ -774,6 +774,9 @@ impl ChainState {
                 self.invalid.insert(hash);
                 return Err(InError::Rejected(error.into()));
             }
+            // Held under the header's hash: the body must be the one it commits to, or a
+            // swapped body would stand in for the real block.
+            check_commitment(block).map_err(|error| InError::Rejected(error.into()))?;
             self.orphans.insert(block.clone());
             return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
         };
@@ -792,7 +795,12 @@ impl ChainState {
         let checked = match check_block(&rules.network, block, &|txid| verified.contains(txid)) {
             Ok(checked) => checked,
             Err(error) => {
-                self.invalid.insert(hash);
+                // A body that does not match its header says nothing about the block the
+                // header stands for: the real one may still come. Anything found after
+                // the merkle root matched is the block's own fault.
+                if error != BlockError::BadMerkleRoot {
+                    self.invalid.insert(hash);
+                }
                 return Err(InError::Rejected(error.into()));
             }
         };

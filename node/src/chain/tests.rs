@@ -785,3 +785,65 @@ fn given_recent_set_over_capacity_then_oldest_forgotten_first() {
     }
     assert!(!set.contains(&1) && set.contains(&2) && set.contains(&3));
 }
+
+#[test]
+fn given_a_block_with_a_swapped_body_then_refused_without_poisoning_the_real_one() {
+    let params = easy_params();
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut chain = new_chain();
+    extend(&mut chain, &alice, 1);
+    let real =
+        mine_on(&chain, &tip_hash(&chain), &bob, vec![transfer(&params, &alice, &bob, 5, 0, 0)], 0);
+    // Same header (same hash, valid PoW), other transactions; and an oversized body.
+    let mut swapped = real.clone();
+    swapped.transactions.truncate(1);
+    let mut stuffed = real.clone();
+    let message = EncryptedMessage { salt: [0; 16], ciphertext: vec![0; MAX_CIPHERTEXT_BYTES] };
+    stuffed.transactions.extend((0..900).map(|nonce| {
+        Transaction::Transfer(Transfer::sign(
+            &bob,
+            params.network_id(),
+            alice.public(),
+            Amount::ZERO,
+            Amount::ZERO,
+            nonce,
+            message.clone(),
+        ))
+    }));
+    for fake in [swapped, stuffed] {
+        assert_eq!(fake.hash(), real.hash());
+        assert!(matches!(
+            chain.import_block(fake, NOW),
+            Err(ImportError::Block(BlockError::BadMerkleRoot))
+        ));
+    }
+    assert_eq!(chain.import_block(real, NOW).unwrap().placement, Placement::BestChain);
+}
+
+#[test]
+fn given_an_orphan_with_a_swapped_body_then_not_held_and_the_real_orphan_connects() {
+    let params = easy_params();
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut builder = new_chain();
+    extend(&mut builder, &alice, 1);
+    let parent = mine_on(&builder, &tip_hash(&builder), &alice, vec![], 0);
+    builder.import_block(parent.clone(), NOW).unwrap();
+    let child =
+        mine_on(&builder, &parent.hash(), &bob, vec![transfer(&params, &alice, &bob, 5, 0, 0)], 0);
+    let mut swapped = child.clone();
+    swapped.transactions.truncate(1);
+
+    let mut chain = new_chain();
+    extend(&mut chain, &alice, 1);
+    assert!(matches!(
+        chain.import_block(swapped, NOW),
+        Err(ImportError::Block(BlockError::BadMerkleRoot))
+    ));
+    assert_eq!(chain.orphan_count(), 0);
+    assert!(matches!(
+        chain.import_block(child.clone(), NOW).unwrap().placement,
+        Placement::Orphan { .. }
+    ));
+    chain.import_block(parent, NOW).unwrap();
+    assert_eq!(tip_hash(&chain), child.hash());
+}

@@ -212,7 +212,21 @@ pub fn transaction_ids(block: &Block) -> (Vec<TxId>, usize) {
     (encoded.into_iter().map(|(id, _)| id).collect(), size)
 }
 
-/// The block ladder: size, merkle root, coinbase placement, and every transfer's
+/// Whether the body is the one the header commits to (merkle root) and within the size
+/// limit: what an orphan must show before it is held, since it is held under its
+/// header's hash.
+pub fn check_commitment(block: &Block) -> Result<(), BlockError> {
+    let (txids, size) = transaction_ids(block);
+    if merkle_root(&txids) != block.header.merkle_root {
+        return Err(BlockError::BadMerkleRoot);
+    }
+    if size > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge { size });
+    }
+    Ok(())
+}
+
+/// The block ladder: merkle root, size, coinbase placement, and every transfer's
 /// stateless rules. One parallel pass across cores encodes each transaction once (for
 /// its id, its size and the stored block) and checks its signature; the order of the
 /// checks below decides which error a block with several faults gets.
@@ -238,13 +252,15 @@ pub fn check_block(
             (txid, bytes, fault)
         })
         .collect();
-    let size = Block::encoded_size_from(checked.iter().map(|(_, bytes, _)| bytes.len()));
-    if size > MAX_BLOCK_BYTES {
-        return Err(BlockError::TooLarge { size });
-    }
+    // The merkle root first: until it matches, the body is not the one the header
+    // commits to, and nothing wrong with it says anything about the header's block.
     let txids: Vec<TxId> = checked.iter().map(|(id, _, _)| *id).collect();
     if merkle_root(&txids) != block.header.merkle_root {
         return Err(BlockError::BadMerkleRoot);
+    }
+    let size = Block::encoded_size_from(checked.iter().map(|(_, bytes, _)| bytes.len()));
+    if size > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge { size });
     }
     let coinbase = block.coinbase().ok_or(BlockError::MissingCoinbase)?;
     if coinbase.height != block.header.height {

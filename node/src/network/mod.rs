@@ -237,9 +237,19 @@ pub struct Client {
 }
 
 impl Client {
+    /// Queues a command without waiting: the node task must never block on the network
+    /// loop, which may itself be waiting for the node task to take its events. When the
+    /// queue is full, a task delivers the command as soon as there is room.
     async fn send(&self, command: Command) {
-        // Fails only when the event loop has stopped, at shutdown.
-        let _ = self.commands.send(command).await;
+        match self.commands.try_send(command) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    let _ = commands.send(command).await;
+                });
+            }
+        }
     }
 
     /// Dials addresses (of `peer`, if known).

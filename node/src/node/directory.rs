@@ -48,7 +48,14 @@ pub(super) struct DirectoryBook {
     stale_registration: bool,
     /// When disconnected peers were last dialled.
     last_redial: Option<std::time::Instant>,
+    /// The sequence number of our last card: each new one is higher, even if the clock
+    /// steps back (trackers refuse a card older than the one they hold).
+    last_seq: u64,
+    seq_unsaved: bool,
 }
+
+/// Where the last card sequence number is kept.
+const CARD_SEQ_KEY: &[u8] = b"card_seq";
 
 /// How often known peers that are not connected are dialled again.
 const REDIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -67,6 +74,11 @@ impl DirectoryBook {
             removed: HashSet::new(),
             stale_registration: false,
             last_redial: None,
+            last_seq: reader
+                .get(Table::Meta, CARD_SEQ_KEY)?
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, u64::from_be_bytes),
+            seq_unsaved: false,
         };
         for entry in reader.values::<DirectoryEntry>(Table::Directory)? {
             let name = entry.card.name.key();
@@ -74,6 +86,13 @@ impl DirectoryBook {
             book.entries.insert(name, entry);
         }
         Ok(book)
+    }
+
+    /// The sequence number for a new card of ours: the time, or one more than the last.
+    pub(super) fn next_seq(&mut self, now_ms: u64) -> u64 {
+        self.last_seq = now_ms.max(self.last_seq + 1);
+        self.seq_unsaved = true;
+        self.last_seq
     }
 
     /// The name a key holds.
@@ -202,7 +221,7 @@ impl DirectoryBook {
     }
 
     fn has_unsaved(&self) -> bool {
-        !self.unsaved.is_empty() || !self.removed.is_empty()
+        !self.unsaved.is_empty() || !self.removed.is_empty() || self.seq_unsaved
     }
 }
 
@@ -226,26 +245,33 @@ impl Node {
         }
     }
 
-    /// Sends our card to a tracker, then asks for the directory.
+    /// Sends our card to a tracker (then, once registered, asks for the directory). The
+    /// addresses come from the network task, so the card is built and sent from a spawned
+    /// task: this loop never waits on the network loop, which may itself be waiting for
+    /// this loop to take its events.
     pub(super) async fn register_with(&mut self, tracker: PeerId) {
-        let mut addresses: Vec<String> = self
-            .client
-            .addresses()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .filter(|text| text.len() <= raclette_protocol::directory::MAX_ADDRESS_BYTES)
-            .collect();
-        addresses.truncate(MAX_CARD_ADDRESSES);
-        let card = PeerCard::sign(
-            &self.keypair,
-            self.chain.network(),
-            self.config.name.clone(),
-            addresses,
-            now_ms(),
-        );
+        let seq = self.directory.next_seq(now_ms());
         self.directory.stale_registration = false;
-        self.directory_request(tracker, SentRequest::Register, DirectoryRequest::Register(card));
+        let (client, internal, keypair) =
+            (self.client.clone(), self.internal.clone(), self.keypair.clone());
+        let (network, name) = (self.chain.network(), self.config.name.clone());
+        tokio::spawn(async move {
+            let mut addresses: Vec<String> = client
+                .addresses()
+                .await
+                .iter()
+                .map(ToString::to_string)
+                .filter(|text| text.len() <= raclette_protocol::directory::MAX_ADDRESS_BYTES)
+                .collect();
+            addresses.truncate(MAX_CARD_ADDRESSES);
+            let card = PeerCard::sign(&keypair, network, name, addresses, seq);
+            let result = client
+                .request(tracker, Protocol::Directory, DirectoryRequest::Register(card).encode())
+                .await;
+            let _ = internal
+                .send(Internal::DirectoryAnswer { tracker, request: SentRequest::Register, result })
+                .await;
+        });
     }
 
     fn directory_request(&self, tracker: PeerId, request: SentRequest, message: DirectoryRequest) {
@@ -288,12 +314,18 @@ impl Node {
                 info!(%tracker, name = %self.config.name, "registered with the tracker");
                 self.list_directory(tracker, None);
             }
-            (_, DirectoryResponse::Refused { reason }) => {
-                warn!(%tracker, %reason, "the tracker refused");
-                let reason =
-                    format!("the tracker refused the name '{}': {reason}", self.config.name);
+            (SentRequest::Register, DirectoryResponse::NameTaken { name }) => {
+                warn!(%tracker, %name, "the name is taken");
+                let reason = format!(
+                    "the tracker refused the name '{name}': another key holds it; choose another --name"
+                );
                 self.notify(Notice::NameRefused { reason: reason.clone() });
                 self.exit = Some(NodeExit::NameRefused(reason));
+            }
+            (request, DirectoryResponse::Refused { reason }) => {
+                // Not fatal: the node goes on with its own copy of the directory and tries
+                // again when the tracker reconnects or its addresses change.
+                warn!(%tracker, ?request, %reason, "the tracker refused");
             }
             (SentRequest::List, DirectoryResponse::Cards { cards, more }) => {
                 let after = cards.last().map(|card| card.name.key());

@@ -183,9 +183,7 @@ impl Node {
                 Ok(imported) if imported.placement == Placement::BestChain => {
                     // Publish first: the peers need the block more than our mempool
                     // needs updating.
-                    if let Err(error) = self.client.publish(Topic::Blocks, block.encode()).await {
-                        warn!(%error, "could not publish the block (no peers?)");
-                    }
+                    self.publish(Topic::Blocks, block.encode(), "our block");
                     if let Some(change) = imported.tip_change {
                         self.on_tip_change(change).await;
                     }

@@ -270,6 +270,18 @@ impl Node {
         std::process::exit(1);
     }
 
+    /// Publishes on a gossip topic from a spawned task: publishing waits for the network
+    /// loop's answer, and this loop must never wait on the network loop, which may itself
+    /// be waiting for this loop to take its events.
+    fn publish(&self, topic: Topic, data: Vec<u8>, what: &'static str) {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client.publish(topic, data).await {
+                warn!(%error, what, "could not publish (no peers yet?)");
+            }
+        });
+    }
+
     fn notify(&self, notice: Notice) {
         let _ = self.notices.send(notice);
     }
@@ -518,22 +530,29 @@ impl Node {
 
     async fn handle_request(&mut self, request: Request) {
         match request {
+            // What only the network loop knows is fetched by a spawned task (see `publish`).
             Request::Status(reply) => {
-                let mut view = self.status_view();
-                view.reachability = self.client.reachability().await;
-                let _ = reply.send(view);
+                let (mut view, client) = (self.status_view(), self.client.clone());
+                tokio::spawn(async move {
+                    view.reachability = client.reachability().await;
+                    let _ = reply.send(view);
+                });
             }
             Request::WhoAmI(reply) => {
-                let addresses =
-                    self.client.addresses().await.iter().map(ToString::to_string).collect();
                 let (confirmed, pending) = self.balances(&self.keypair.public());
-                let _ = reply.send(WhoAmIView {
+                let mut view = WhoAmIView {
                     name: self.config.name.to_string(),
                     peer_id: self.peer_id.to_string(),
                     key: self.keypair.public().to_string(),
-                    addresses,
+                    addresses: Vec::new(),
                     confirmed: confirmed.to_string(),
                     pending: pending.to_string(),
+                };
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    view.addresses =
+                        client.addresses().await.iter().map(ToString::to_string).collect();
+                    let _ = reply.send(view);
                 });
             }
             Request::Peers(reply) => {

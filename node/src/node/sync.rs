@@ -21,6 +21,11 @@ use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 const REQUESTS_PER_PEER: usize = 2;
 /// A block request older than this is given to another peer.
 const BLOCK_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
+/// A download that imports nothing for this long is abandoned (and retried if a peer
+/// is still ahead).
+const DOWNLOAD_STALL: Duration = Duration::from_secs(90);
+/// The most headers gathered before downloading their blocks; the rest come after.
+const MAX_COLLECTED_HEADERS: usize = 50 * MAX_HEADERS_PER_RESPONSE;
 
 /// What a sync request was, to interpret its answer.
 #[derive(Debug, Clone)]
@@ -66,6 +71,10 @@ struct Download {
     received: HashMap<BlockHash, (Block, PeerId)>,
     /// Height of the last header.
     target_height: u64,
+    /// The peer whose headers these are: it has every block.
+    source: Option<PeerId>,
+    /// When the last block was imported (or the download began).
+    progress_at: Option<Instant>,
 }
 
 impl SyncState {
@@ -243,28 +252,39 @@ impl Node {
         let full_page = headers.len() >= MAX_HEADERS_PER_RESPONSE;
         let mut previous = collected.last().map(BlockHeader::hash);
         for header in headers {
+            if check_proof_of_work(self.chain.params(), &header).is_err() {
+                warn!(%peer, height = header.height, "headers lack proof of work");
+                self.sync.phase = Phase::Idle;
+                self.client
+                    .penalize(peer, Penalty::LowTolerance, "headers without proof of work")
+                    .await;
+                return;
+            }
             let links = match previous {
                 Some(hash) => header.prev == hash,
                 None => self.chain.knows(&header.prev).unwrap_or(false),
             };
-            if !links || check_proof_of_work(self.chain.params(), &header).is_err() {
-                warn!(%peer, height = header.height, "headers do not link or lack proof of work");
+            if !links {
+                // An honest peer whose chain moved between two pages answers this way
+                // too: start again rather than blame it.
+                debug!(%peer, height = header.height, "headers do not link; starting over");
                 self.sync.phase = Phase::Idle;
-                self.client.penalize(peer, Penalty::LowTolerance, "invalid headers").await;
                 return;
             }
             previous = Some(header.hash());
             collected.push(header);
         }
-        if full_page {
-            let last = collected.last().expect("a full page is not empty").hash();
+        if full_page && collected.len() < MAX_COLLECTED_HEADERS {
+            // Continue after what we have, and give our own chain as a fallback in case
+            // the peer's best chain no longer holds our last header.
+            let mut locator: Vec<BlockHash> =
+                collected.iter().rev().take(16).map(BlockHeader::hash).collect();
+            locator.extend(self.chain.locator().unwrap_or_else(|error| self.fatal(error)));
+            locator.truncate(raclette_protocol::wire::MAX_LOCATOR_HASHES);
             self.sync_request(
                 peer,
                 SentRequest::Headers,
-                SyncRequest::Headers {
-                    locator: vec![last],
-                    limit: MAX_HEADERS_PER_RESPONSE as u32,
-                },
+                SyncRequest::Headers { locator, limit: MAX_HEADERS_PER_RESPONSE as u32 },
             );
             return;
         }
@@ -286,15 +306,18 @@ impl Node {
             queue: order.iter().copied().collect(),
             order,
             target_height,
+            source: Some(peer),
+            progress_at: Some(Instant::now()),
             ..Download::default()
         });
         self.request_blocks();
     }
 
-    /// Hands out block pages to every peer with at least our announced target's work.
+    /// Hands out block pages to the peer the headers came from and every other peer that
+    /// announced more work than ours.
     fn request_blocks(&mut self) {
         let tip_work = self.chain.tip().work;
-        let helpers: Vec<PeerId> = self
+        let mut helpers: Vec<PeerId> = self
             .sync
             .statuses
             .iter()
@@ -302,6 +325,9 @@ impl Node {
             .map(|(peer, _)| *peer)
             .collect();
         let Phase::Blocks(download) = &mut self.sync.phase else { return };
+        if let Some(source) = download.source.filter(|source| !helpers.contains(source)) {
+            helpers.push(source);
+        }
         let mut pages = Vec::new();
         for peer in helpers {
             while download.requests_of(&peer) < REQUESTS_PER_PEER && !download.queue.is_empty() {
@@ -356,6 +382,7 @@ impl Node {
                 batch.push(block);
                 senders.push(sender);
                 download.next += 1;
+                download.progress_at = Some(Instant::now());
                 if batch.len() >= 4 * MAX_BLOCKS_PER_REQUEST {
                     break;
                 }
@@ -423,15 +450,27 @@ impl Node {
             if download.in_flight.is_empty() && !download.queue.is_empty() {
                 self.request_blocks();
             }
-            if let Phase::Blocks(download) = &self.sync.phase
-                && download.in_flight.is_empty()
-                && download.queue.is_empty()
-                && download.received.is_empty()
-            {
-                self.sync.phase = Phase::Idle;
+            if let Phase::Blocks(download) = &self.sync.phase {
+                let drained = download.in_flight.is_empty()
+                    && download.queue.is_empty()
+                    && download.received.is_empty();
+                let stalled =
+                    download.progress_at.is_none_or(|at| now.duration_since(at) > DOWNLOAD_STALL);
+                if drained || stalled {
+                    if stalled {
+                        warn!("catching up stalled; starting over");
+                    }
+                    self.sync.phase = Phase::Idle;
+                }
             }
-        } else if !self.sync.is_active() {
+        }
+        if !self.sync.is_active() {
+            // Whatever ended the last attempt: try again if a peer is ahead, and let a
+            // `mine` that waited for the sync go on otherwise.
             self.after_sync_if_behind();
+            if !self.sync.is_active() {
+                self.resume_mining();
+            }
         }
     }
 

@@ -159,10 +159,7 @@ impl Node {
     /// Publishes a pending transfer of ours and keeps it for direct delivery later.
     async fn broadcast_pending(&mut self, txid: &TxId) {
         let Some(record) = self.mempool.get(txid).cloned() else { return };
-        if let Err(error) = self.client.publish(Topic::Transactions, record.transfer.encode()).await
-        {
-            warn!(%txid, %error, "could not publish either; it stays pending here");
-        }
+        self.publish(Topic::Transactions, record.transfer.encode(), "our transfer");
         let outbox = OutboxRecord { to: record.transfer.to, transfer: record.transfer };
         self.write(|writer| writer.put_value(Table::Outbox, txid.as_bytes(), &outbox));
     }
@@ -274,11 +271,7 @@ impl Node {
         match self.admit(&transfer) {
             Ok(_) => {
                 self.keep_in_inbox(&transfer);
-                if let Err(error) =
-                    self.client.publish(Topic::Transactions, transfer.encode()).await
-                {
-                    warn!(%error, "accepted a transfer but could not gossip it");
-                }
+                self.publish(Topic::Transactions, transfer.encode(), "a transfer sent to us");
                 (DirectResponse::Accepted, None)
             }
             Err(MempoolError::AlreadyKnown | MempoolError::AlreadyMined) => {

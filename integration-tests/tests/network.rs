@@ -279,10 +279,9 @@ fn given_node_killed_in_the_middle_of_a_sync_then_it_restarts_intact_and_catches
     let (pool, inbox) = mempool_and_inbox(&dave);
     assert!(inbox.contains(&paid), "inbox intact");
     let status = dave.get(&format!("tx/{pending}"))["status"].as_str().unwrap().to_string();
-    assert!(
-        (status == "pending") == pool.contains(&pending),
-        "the pending transfer is still pending or mined, never lost ({status})"
-    );
+    // Never lost: still pending, or mined (by alice, who had it) into the chain.
+    assert!(status == "pending" || status == "confirmed", "{status}");
+    assert_eq!(pool.contains(&pending), status == "pending");
     let peers = dave.peer_names();
     assert_eq!(
         peers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
@@ -322,10 +321,18 @@ fn wait_banned(peer: &RawPeer, node: &NodeProcess) {
     wait_for("the honest node to ban the rogue peer", PATIENCE, || {
         (!peer.connected().contains(&node.peer_id)).then_some(())
     });
-    peer.dial(&read_peer_address(node));
-    // A refused dial produces no event here: give it time to have failed.
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!peer.connected().contains(&node.peer_id), "the ban holds");
+    // The ban holds: a new request has to dial, and the node refuses the connection.
+    let status =
+        raclette_protocol::wire::SyncRequest::Status(raclette_protocol::wire::ChainStatus {
+            network: raclette_protocol::NetworkId::ZERO,
+            height: 0,
+            tip: raclette_protocol::BlockHash::ZERO,
+            work: raclette_protocol::Work::ZERO,
+        });
+    use raclette_protocol::WireMessage as _;
+    let answer =
+        peer.request(&node.peer_id, raclette_node::network::Protocol::Sync, status.encode());
+    assert!(answer.is_err(), "a banned peer got an answer: {answer:?}");
 }
 
 #[test]
@@ -375,12 +382,8 @@ fn given_peers_sending_garbage_on_every_protocol_then_honest_nodes_reject_them_b
     trudy.publish(Topic::Blocks, bad_block.encode());
     wait_banned(&trudy, &alice);
 
-    // Eve: gossip that is not even CBOR, and directory pushes though she is no tracker.
+    // Eve: gossip that is not even CBOR, and a transfer over the size limit.
     let eve = rogue(&net, 0x63, &alice);
-    assert!(
-        eve.request(&alice.peer_id, Protocol::Directory, b"cards".to_vec()).is_err(),
-        "pushes only from trackers"
-    );
     eve.publish(Topic::Blocks, b"garbage".to_vec());
     eve.publish(Topic::Transactions, vec![0xa1; 3000]);
     wait_banned(&eve, &alice);

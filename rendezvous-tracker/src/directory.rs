@@ -95,11 +95,16 @@ impl<S: Store> Directory<S> {
             None => Registered::New,
         };
         let owner = owner_key(&card.network, &card.key);
+        // A key moving to another name frees the old one; its sequence still rises.
         if let Some(previous) = writer.get(Table::DirectoryKeys, &owner)?
             && previous != card.name.key().as_bytes()
         {
             let mut old = card.network.as_bytes().to_vec();
             old.extend_from_slice(&previous);
+            let old_card: Option<PeerCard> = writer.value(Table::Directory, &old)?;
+            if let Some(stored) = old_card.filter(|stored| card.seq <= stored.seq) {
+                return Ok(Err(Refusal::Stale { stored: stored.seq, found: card.seq }));
+            }
             writer.delete(Table::Directory, &old)?;
         }
         writer.put_value(Table::Directory, &key, card)?;
@@ -231,6 +236,17 @@ mod tests {
         assert_eq!(
             directory.register(&mallory.public(), &card(&alice, "alice", 1)).unwrap(),
             Err(Refusal::NotYourKey)
+        );
+    }
+
+    #[test]
+    fn given_key_moving_to_new_name_with_an_older_seq_then_refused() {
+        let directory = Directory::new(MemoryStore::new());
+        let alice = key(1);
+        directory.register(&alice.public(), &card(&alice, "alice", 5)).unwrap().unwrap();
+        assert_eq!(
+            directory.register(&alice.public(), &card(&alice, "alicia", 4)).unwrap(),
+            Err(Refusal::Stale { stored: 5, found: 4 })
         );
     }
 

@@ -250,7 +250,7 @@ impl Tracker {
         let result = match request {
             DirectoryRequest::Register(card) => self.register(peer, card),
             DirectoryRequest::List { network, after, limit } => {
-                let limit = (limit as usize).min(MAX_CARDS_PER_PAGE);
+                let limit = (limit as usize).clamp(1, MAX_CARDS_PER_PAGE);
                 self.directory
                     .list(&network, after.as_deref(), limit)
                     .map(|(cards, more)| DirectoryResponse::Cards { cards, more })

@@ -69,7 +69,31 @@ fn request_response(
 
 /// Gossipsub with application validation, content-addressed ids and a transmit size that
 /// fits the largest block.
-fn gossipsub(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, String> {
+/// Peer scoring for our two topics: an invalid message (one the node rejected) costs the
+/// peer that forwarded it, squared: two cost -80 (still heard, and the node's own peer
+/// manager bans at two faults), a third graylists the peer. The delivery-rate components
+/// are off: in a network of a few friends, quiet peers are normal and must not be pruned
+/// for it.
+fn score_params(network: &raclette_protocol::NetworkId) -> gossipsub::PeerScoreParams {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -20.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..gossipsub::TopicScoreParams::default()
+    };
+    let mut params = gossipsub::PeerScoreParams::default();
+    for name in [wire::transactions_topic(network), wire::blocks_topic(network)] {
+        params.topics.insert(gossipsub::IdentTopic::new(name).hash(), topic.clone());
+    }
+    params
+}
+
+fn gossipsub(
+    key: &libp2p::identity::Keypair,
+    network: &raclette_protocol::NetworkId,
+) -> Result<gossipsub::Behaviour, String> {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
@@ -82,10 +106,7 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, St
         .map_err(|error| error.to_string())?;
     let mut behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
-    behaviour.with_peer_score(
-        gossipsub::PeerScoreParams::default(),
-        gossipsub::PeerScoreThresholds::default(),
-    )?;
+    behaviour.with_peer_score(score_params(network), gossipsub::PeerScoreThresholds::default())?;
     Ok(behaviour)
 }
 
@@ -117,7 +138,7 @@ pub fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, String> {
                     ping: ping::Behaviour::new(
                         ping::Config::new().with_interval(Duration::from_secs(15)),
                     ),
-                    gossipsub: gossipsub(key)?,
+                    gossipsub: gossipsub(key, &config.network)?,
                     direct: request_response(
                         wire::DIRECT_PROTOCOL,
                         ProtocolSupport::Full,

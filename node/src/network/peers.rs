@@ -88,7 +88,23 @@ impl PeerScores {
             self.banned.remove(peer);
             self.scores.remove(peer);
         }
+        // Forget scores that have decayed to almost nothing, so the table does not grow
+        // with every peer ever penalised.
+        let faded: Vec<PeerId> = self
+            .scores
+            .keys()
+            .filter(|peer| !self.banned.contains_key(peer) && self.score(peer, now).abs() < 1.0)
+            .copied()
+            .collect();
+        for peer in faded {
+            self.scores.remove(&peer);
+        }
         expired
+    }
+
+    /// Peers with a score on record.
+    pub fn tracked(&self) -> usize {
+        self.scores.len()
     }
 }
 
@@ -116,6 +132,16 @@ mod tests {
         let now = Instant::now();
         assert!(!scores.penalize(peer, Penalty::LowTolerance, now));
         assert!(scores.penalize(peer, Penalty::LowTolerance, now + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn given_old_small_faults_then_forgotten() {
+        let mut scores = PeerScores::default();
+        let now = Instant::now();
+        scores.penalize(PeerId::random(), Penalty::HighTolerance, now);
+        assert_eq!(scores.tracked(), 1);
+        scores.expire_bans(now + SCORE_HALF_LIFE * 4);
+        assert_eq!(scores.tracked(), 0);
     }
 
     #[test]

@@ -273,6 +273,12 @@ impl Tracker {
         peer: PeerId,
         card: PeerCard,
     ) -> Result<DirectoryResponse, raclette_node::store::StoreError> {
+        if let Some(address) = raclette_node::network::identity::foreign_address(&card) {
+            let reason =
+                format!("address {address} does not end in the card key's own /p2p/<PeerId>");
+            warn!(name = %card.name, %peer, %reason, "card refused");
+            return Ok(DirectoryResponse::Refused { reason });
+        }
         let Some(sender) = key_of(&peer) else {
             return Ok(DirectoryResponse::Refused {
                 reason: "only secp256k1 peer ids can hold names".into(),

@@ -20,7 +20,7 @@ mod tests;
 use std::collections::{HashSet, VecDeque};
 
 use raclette_protocol::{
-    Block, BlockHash, CompactTarget, NetworkId, NetworkParams, PublicKey, Transaction, TxId,
+    Block, BlockHash, CompactTarget, NetworkId, NetworkParams, PublicKey, Transaction, TxId, Work,
 };
 use tracing::{debug, info};
 
@@ -671,6 +671,41 @@ impl<S: Store> Chain<S> {
             tip: self.state.tip.hash(),
             work: self.state.tip.work,
         }
+    }
+
+    /// How far below the tip the branch ending at `hash` leaves the best chain: 0 for a
+    /// best-chain block, `None` if `hash` is unknown or the fork is deeper than `limit`.
+    pub fn fork_depth(&self, hash: &BlockHash, limit: u64) -> Result<Option<u64>, StoreError> {
+        let reader = self.store.reader()?;
+        let Some(mut entry) = reader.entry(hash)? else { return Ok(None) };
+        for _ in 0..=limit {
+            if reader.is_on_best_chain(&entry)? {
+                return Ok(Some(self.state.tip.height().saturating_sub(entry.height())));
+            }
+            match reader.entry(&entry.header.prev)? {
+                Some(parent) => entry = parent,
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The cumulative work a chain of `headers` would have, continuing the stored block
+    /// that the first one builds on (`None` if that block is unknown or a target invalid).
+    pub fn work_of_headers(
+        &self,
+        headers: &[raclette_protocol::BlockHeader],
+    ) -> Result<Option<Work>, StoreError> {
+        let Some(first) = headers.first() else { return Ok(Some(self.state.tip.work)) };
+        let Some(base) = self.store.reader()?.entry(&first.prev)? else { return Ok(None) };
+        let mut work = base.work;
+        for header in headers {
+            match header.bits.to_target() {
+                Ok(target) => work = work + target.work(),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(work))
     }
 
     /// What the next block on the tip must carry.

@@ -102,6 +102,23 @@ pub fn key_of(peer: &PeerId) -> Option<PublicKey> {
     PublicKey::from_bytes(&secp.to_bytes()).ok()
 }
 
+/// The first address of `card` that is not a multiaddr ending in the card key's own
+/// `/p2p/<PeerId>` (PROTOCOL.md §14.2), if any: such a card would send dials elsewhere.
+pub fn foreign_address(card: &raclette_protocol::PeerCard) -> Option<&str> {
+    let own = peer_id_of(&card.key);
+    card.addresses.iter().map(String::as_str).find(|text| {
+        let ends_in_own = text
+            .parse::<libp2p::Multiaddr>()
+            .ok()
+            .and_then(|address| match address.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer == own),
+                _ => None,
+            })
+            .unwrap_or(false);
+        !ends_in_own
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +140,26 @@ mod tests {
         load_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(load_or_create(&path), Err(KeyFileError::TooOpen { .. })));
+    }
+
+    #[test]
+    fn given_card_addresses_then_only_the_keys_own_peer_id_passes() {
+        let key = Keypair::from_secret_bytes([7; 32]).unwrap();
+        let own = peer_id_of(&key.public());
+        let card = |address: String| {
+            raclette_protocol::PeerCard::sign(
+                &key,
+                raclette_protocol::NetworkId::ZERO,
+                raclette_protocol::PeerName::new("x").unwrap(),
+                vec![address],
+                1,
+            )
+        };
+        assert_eq!(foreign_address(&card(format!("/ip4/1.2.3.4/tcp/5/p2p/{own}"))), None);
+        let other = identity::Keypair::generate_ed25519().public().to_peer_id();
+        assert!(foreign_address(&card(format!("/ip4/1.2.3.4/tcp/5/p2p/{other}"))).is_some());
+        assert!(foreign_address(&card("/ip4/1.2.3.4/tcp/5".into())).is_some());
+        assert!(foreign_address(&card("not an address".into())).is_some());
     }
 
     #[test]

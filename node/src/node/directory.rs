@@ -132,6 +132,11 @@ impl DirectoryBook {
         now: u64,
     ) -> Result<bool, String> {
         card.check(network).map_err(|error| error.to_string())?;
+        if let Some(address) = crate::network::identity::foreign_address(&card) {
+            return Err(format!(
+                "address {address} does not end in the card key's own /p2p/<PeerId>"
+            ));
+        }
         if card.key == self.own {
             return Ok(false);
         }

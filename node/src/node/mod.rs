@@ -21,7 +21,7 @@ use raclette_protocol::{
     Amount, Block, Keypair, NetworkParams, PeerName, PublicKey, Transaction, TxId, WireMessage,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::chain::{Chain, ImportError, Placement, TipChange};
 use crate::mempool::Mempool;
@@ -40,6 +40,8 @@ pub const REQUEST_CAPACITY: usize = 256;
 const NOTICE_CAPACITY: usize = 1024;
 /// How often pending mempool changes are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// A gossiped block forking deeper than this below the tip is left to sync.
+const MAX_GOSSIP_FORK_DEPTH: u64 = 100;
 /// The fee a `send` pays when none is given: 0.001 coin.
 pub const DEFAULT_FEE: Amount = Amount::from_units(100_000);
 
@@ -424,6 +426,19 @@ impl Node {
             }
         };
         let height = block.header.height;
+        // A gossiped block on a branch that left the best chain long ago is not imported
+        // from gossip (it would cost every node a store write and its signatures for a
+        // branch nobody follows): if that branch has more work, its peer's status says so
+        // and sync fetches it, headers first.
+        let parent = block.header.prev;
+        match self.chain.fork_depth(&parent, MAX_GOSSIP_FORK_DEPTH) {
+            Ok(None) if self.chain.knows(&parent).unwrap_or(false) => {
+                debug!(%source, height, "ignored a gossiped block forking too deep below the tip");
+                return (MessageAcceptance::Ignore, None);
+            }
+            Ok(_) => {}
+            Err(error) => self.fatal(error),
+        }
         let (transfers, decoded) = (block.transactions.len().saturating_sub(1), started.elapsed());
         let acceptance = match self.chain.import_block(block, now_ms()) {
             Ok(imported) => {
@@ -437,7 +452,9 @@ impl Node {
                     "imported a block from gossip"
                 );
                 let acceptance = match imported.placement {
-                    Placement::BestChain | Placement::SideChain => MessageAcceptance::Accept,
+                    Placement::BestChain => MessageAcceptance::Accept,
+                    // Valid, but on no one's best chain: kept, not spread.
+                    Placement::SideChain => MessageAcceptance::Ignore,
                     Placement::Orphan { missing } => {
                         info!(%source, height, %missing, "block with unknown parent: fetching its ancestors");
                         self.sync_from(source).await;

@@ -288,6 +288,7 @@ impl Node {
             );
             return;
         }
+        let capped = collected.len() >= MAX_COLLECTED_HEADERS;
         let collected = std::mem::take(collected);
         let mut order = Vec::with_capacity(collected.len());
         for header in &collected {
@@ -299,6 +300,19 @@ impl Node {
         let target_height = collected.last().map_or(0, |h| h.height);
         if order.is_empty() {
             self.sync.phase = Phase::Idle;
+            return;
+        }
+        // Headers first means blocks only for a branch that beats ours: a peer whose
+        // headers do not add up to more work than our tip said more than it had. (A
+        // capped collection is only a prefix of its branch: its blocks come anyway.)
+        let work = self.chain.work_of_headers(&collected).unwrap_or_else(|error| self.fatal(error));
+        if !capped && work.is_none_or(|work| work <= self.chain.tip().work) {
+            debug!(%peer, "its headers do not lead to more work than ours");
+            self.sync.phase = Phase::Idle;
+            self.sync.statuses.remove(&peer);
+            self.client
+                .penalize(peer, Penalty::HighTolerance, "announced more work than its headers have")
+                .await;
             return;
         }
         info!(%peer, blocks = order.len(), target_height, "catching up");

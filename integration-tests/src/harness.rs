@@ -538,11 +538,22 @@ pub struct RawPeer {
 }
 
 impl RawPeer {
-    /// Starts a peer on loopback for `network`, connected to `trackers` (none is fine).
+    /// Starts a peer on loopback for `network`, connected to `trackers` (none is fine),
+    /// that answers every request with nothing.
     pub fn start(
         keypair: raclette_protocol::Keypair,
         network: raclette_protocol::NetworkId,
         trackers: &[String],
+    ) -> Self {
+        Self::start_answering(keypair, network, trackers, |_, _| Vec::new())
+    }
+
+    /// Like [`RawPeer::start`], answering each request with `answer(protocol, bytes)`.
+    pub fn start_answering(
+        keypair: raclette_protocol::Keypair,
+        network: raclette_protocol::NetworkId,
+        trackers: &[String],
+        answer: impl Fn(raclette_node::network::InboundProtocol, &[u8]) -> Vec<u8> + Send + 'static,
     ) -> Self {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
         let peer_id = raclette_node::network::identity::peer_id_of(&keypair.public());
@@ -559,11 +570,12 @@ impl RawPeer {
             tokio::spawn(event_loop.run());
             let answering = client.clone();
             tokio::spawn(async move {
-                // Answer whatever comes with nothing useful, and ignore all gossip.
+                // Answer as told, and ignore all gossip.
                 while let Some(event) = events.recv().await {
                     match event {
                         raclette_node::network::NetworkEvent::Request(request) => {
-                            answering.respond(request.token, Vec::new()).await;
+                            let bytes = answer(request.protocol, &request.bytes);
+                            answering.respond(request.token, bytes).await;
                         }
                         raclette_node::network::NetworkEvent::Gossip {
                             message_id, source, ..

@@ -422,3 +422,54 @@ fn given_a_long_mining_session_when_asked_to_stop_then_it_stops_and_reports() {
     assert_eq!(alice.get("status")["mining"], false);
     assert_eq!(alice.post("mine/stop", json!({})).1["stopped"], false);
 }
+
+#[test]
+fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_fetched() {
+    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
+    use raclette_protocol::{WireMessage, Work};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    let net = Net::new("liar", 8);
+    let alice = net.node("alice");
+    alice.mine(2);
+
+    // Mallory has one real block on genesis (less work than Alice's two) and claims a
+    // chain of a thousand.
+    let genesis = net.params.genesis();
+    let mut header = genesis.header;
+    header.height = 1;
+    header.prev = genesis.hash();
+    header.time_ms = genesis.header.time_ms + 1;
+    let header =
+        raclette_node::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
+            .unwrap();
+    let one_block_work = header.bits.to_target().unwrap().work();
+    let claimed = ChainStatus {
+        network: net.params.network_id(),
+        height: 1000,
+        tip: header.hash(),
+        work: (0..1000).fold(Work::ZERO, |work, _| work + one_block_work),
+    };
+    let key = raclette_protocol::Keypair::from_secret_bytes([0x64; 32]).unwrap();
+    let mallory =
+        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
+            protocol,
+            SyncRequest::decode(bytes),
+        ) {
+            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
+                SyncResponse::Status(claimed.clone()).encode()
+            }
+            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
+                SyncResponse::Headers(vec![header]).encode()
+            }
+            _ => Vec::new(),
+        });
+    mallory.dial(&read_peer_address(&alice));
+
+    wait_for("Alice to see through the claim", PATIENCE, || {
+        alice.log().contains("its headers do not lead to more work than ours").then_some(())
+    });
+    assert!(!alice.log().contains("catching up"), "{}", alice.log());
+    assert_eq!(alice.height(), 2);
+}

@@ -847,3 +847,37 @@ fn given_an_orphan_with_a_swapped_body_then_not_held_and_the_real_orphan_connect
     chain.import_block(parent, NOW).unwrap();
     assert_eq!(tip_hash(&chain), child.hash());
 }
+
+#[test]
+fn given_side_branch_then_fork_depth_counts_from_the_tip_and_stops_at_the_limit() {
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut chain = new_chain();
+    extend(&mut chain, &alice, 3);
+    let fork_point = chain.block_at(1).unwrap().unwrap().1.hash();
+    let side = mine_on(&chain, &fork_point, &bob, vec![], 0);
+    chain.import_block(side.clone(), NOW).unwrap();
+    extend(&mut chain, &alice, 2);
+    assert_eq!(chain.fork_depth(&tip_hash(&chain), 10).unwrap(), Some(0));
+    assert_eq!(chain.fork_depth(&side.hash(), 10).unwrap(), Some(4), "tip 5, fork at 1");
+    assert_eq!(chain.fork_depth(&side.hash(), 0).unwrap(), None, "one step past the limit");
+    assert_eq!(chain.fork_depth(&BlockHash::from_bytes([7; 32]), 10).unwrap(), None);
+}
+
+#[test]
+fn given_headers_of_a_branch_then_their_work_continues_the_fork_point() {
+    let (alice, bob) = (keypair("alice"), keypair("bob"));
+    let mut chain = new_chain();
+    let genesis = tip_hash(&chain);
+    extend(&mut chain, &alice, 2);
+    let b1 = mine_on(&chain, &genesis, &bob, vec![], 0);
+    chain.import_block(b1.clone(), NOW).unwrap();
+    let b2 = mine_on(&chain, &b1.hash(), &bob, vec![], 0);
+    let tip_work = chain.tip().work;
+    let equal = chain.work_of_headers(&[b1.header, b2.header]).unwrap();
+    assert_eq!(equal, Some(tip_work), "two blocks of the same target on genesis each side");
+    let shorter = chain.work_of_headers(std::slice::from_ref(&b1.header)).unwrap().unwrap();
+    assert!(shorter < tip_work);
+    let mut stray = b2.header;
+    stray.prev = BlockHash::from_bytes([7; 32]);
+    assert_eq!(chain.work_of_headers(&[stray]).unwrap(), None, "unknown base");
+}

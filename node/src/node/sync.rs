@@ -307,7 +307,7 @@ impl Node {
         // capped collection is only a prefix of its branch: its blocks come anyway.)
         let work = self.chain.work_of_headers(&collected).unwrap_or_else(|error| self.fatal(error));
         if !capped && work.is_none_or(|work| work <= self.chain.tip().work) {
-            debug!(%peer, "its headers do not lead to more work than ours");
+            warn!(%peer, "its headers do not lead to more work than ours: not fetching blocks");
             self.sync.phase = Phase::Idle;
             self.sync.statuses.remove(&peer);
             self.client

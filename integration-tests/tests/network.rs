@@ -473,3 +473,54 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
     assert!(!alice.log().contains("catching up"), "{}", alice.log());
     assert_eq!(alice.height(), 2);
 }
+
+#[test]
+fn given_a_gossiped_block_forking_far_below_the_tip_then_it_is_not_stored() {
+    use raclette_node::chain::NextBlock;
+    use raclette_node::network::Topic;
+    use raclette_protocol::{BlockHash, WireMessage};
+
+    let net = Net::new("deepfork", 8);
+    let alice = net.node("alice");
+    alice.mine(102);
+    let mallory = rogue(&net, 0x65, &alice);
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    let block_on = |parent: BlockHash, height: u64| {
+        let next = NextBlock { parent, height, bits: net.params.initial_bits, median_time_ms: 0 };
+        let block = raclette_node::miner::assemble_block(
+            &net.params,
+            &next,
+            mallory.keypair.public(),
+            Vec::new(),
+            now_ms,
+            b"",
+        );
+        let header = raclette_node::miner::solve(
+            &block.header,
+            1,
+            &std::sync::atomic::AtomicBool::new(false),
+            &std::sync::atomic::AtomicU64::new(0),
+        )
+        .unwrap();
+        raclette_protocol::Block { header, ..block }
+    };
+    // A valid block 102 below the tip, then a valid one a block below it: both side
+    // branches, the first too deep to take from gossip.
+    let deep = block_on(net.params.genesis().hash(), 1);
+    let parent: BlockHash = alice.get("block/101")["hash"].as_str().unwrap().parse().unwrap();
+    let shallow = block_on(parent, 102);
+    mallory.publish(Topic::Blocks, deep.encode());
+    mallory.publish(Topic::Blocks, shallow.encode());
+
+    let block_status = |hash: BlockHash| {
+        raclette_integration_tests::harness::http_get(&format!("{}/api/block/{hash}", alice.api)).0
+    };
+    wait_for("Alice to store the shallow side block", PATIENCE, || {
+        (block_status(shallow.hash()) == 200).then_some(())
+    });
+    assert_eq!(block_status(deep.hash()), 404, "the deep fork was stored");
+    assert_eq!(alice.height(), 102);
+    assert!(mallory.connected().contains(&alice.peer_id), "a valid block is no offence");
+}

@@ -673,14 +673,16 @@ impl<S: Store> Chain<S> {
         }
     }
 
-    /// How far below the tip the branch ending at `hash` leaves the best chain: 0 for a
-    /// best-chain block, `None` if `hash` is unknown or the fork is deeper than `limit`.
+    /// How far below the tip the branch ending at `hash` meets the best chain (for a
+    /// best-chain block, its own depth): `None` if `hash` is unknown or that is deeper
+    /// than `limit`.
     pub fn fork_depth(&self, hash: &BlockHash, limit: u64) -> Result<Option<u64>, StoreError> {
         let reader = self.store.reader()?;
         let Some(mut entry) = reader.entry(hash)? else { return Ok(None) };
         for _ in 0..=limit {
             if reader.is_on_best_chain(&entry)? {
-                return Ok(Some(self.state.tip.height().saturating_sub(entry.height())));
+                let depth = self.state.tip.height().saturating_sub(entry.height());
+                return Ok((depth <= limit).then_some(depth));
             }
             match reader.entry(&entry.header.prev)? {
                 Some(parent) => entry = parent,

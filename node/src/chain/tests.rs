@@ -860,6 +860,8 @@ fn given_side_branch_then_fork_depth_counts_from_the_tip_and_stops_at_the_limit(
     assert_eq!(chain.fork_depth(&tip_hash(&chain), 10).unwrap(), Some(0));
     assert_eq!(chain.fork_depth(&side.hash(), 10).unwrap(), Some(4), "tip 5, fork at 1");
     assert_eq!(chain.fork_depth(&side.hash(), 0).unwrap(), None, "one step past the limit");
+    assert_eq!(chain.fork_depth(&fork_point, 3).unwrap(), None, "on the best chain, too deep");
+    assert_eq!(chain.fork_depth(&fork_point, 4).unwrap(), Some(4));
     assert_eq!(chain.fork_depth(&BlockHash::from_bytes([7; 32]), 10).unwrap(), None);
 }
 

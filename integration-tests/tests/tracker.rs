@@ -243,6 +243,18 @@ fn given_forged_or_stolen_cards_when_registered_then_refused_and_not_listed() {
     let reason = refusal_for(&peer, &tracker, DirectoryRequest::Register(stolen).encode());
     assert!(reason.contains("key"), "says the key is not the sender's: {reason}");
 
+    // Its own card, signed, but pointing dials at someone else's PeerId.
+    let victim_peer = raclette_node::network::identity::peer_id_of(&victim.public());
+    let misdirecting = PeerCard::sign(
+        &mallory,
+        network,
+        PeerName::new("misdirect").unwrap(),
+        vec![format!("/ip4/127.0.0.1/tcp/9/p2p/{victim_peer}")],
+        1,
+    );
+    let reason = refusal_for(&peer, &tracker, DirectoryRequest::Register(misdirecting).encode());
+    assert!(reason.contains("/p2p/"), "says the address is not its own: {reason}");
+
     // The same connection with an honest card of its own is accepted: the refusals
     // above are about the cards, not the peer.
     let honest = card(&mallory, network, "mallory", 1);

@@ -3,6 +3,7 @@
 //! keep everything in LMDB so the node works from its copy while trackers are down.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use raclette_protocol::directory::MAX_CARD_ADDRESSES;
@@ -46,8 +47,8 @@ pub(super) struct DirectoryBook {
     removed: HashSet<String>,
     /// Addresses changed since the last registration.
     stale_registration: bool,
-    /// When disconnected peers were last dialled.
-    last_redial: Option<std::time::Instant>,
+    /// When each known peer that is not connected may be dialled again.
+    redials: Redials,
     /// The sequence number of our last card: each new one is higher, even if the clock
     /// steps back (trackers refuse a card older than the one they hold).
     last_seq: u64,
@@ -57,8 +58,38 @@ pub(super) struct DirectoryBook {
 /// Where the last card sequence number is kept.
 const CARD_SEQ_KEY: &[u8] = b"card_seq";
 
-/// How often known peers that are not connected are dialled again.
-const REDIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// The wait before dialling a known peer again after the first failed try; it doubles
+/// with each further failure up to [`REDIAL_AT_MOST_EVERY`].
+const REDIAL_AFTER: Duration = Duration::from_secs(10);
+/// The longest wait between dials of a known peer that stays unreachable.
+const REDIAL_AT_MOST_EVERY: Duration = Duration::from_secs(300);
+
+/// Exponential backoff for dialling known peers: a peer that is offline for a day is
+/// tried a few hundred times, not every ten seconds, and a new card or a connection
+/// starts its schedule afresh.
+#[derive(Debug, Default)]
+struct Redials {
+    /// Failed tries so far and when the next one may start, per peer.
+    schedule: HashMap<PeerId, (u32, Instant)>,
+}
+
+impl Redials {
+    fn due(&self, peer: &PeerId, now: Instant) -> bool {
+        self.schedule.get(peer).is_none_or(|(_, next)| now >= *next)
+    }
+
+    /// A dial of `peer` started now.
+    fn dialled(&mut self, peer: PeerId, now: Instant) {
+        let tries = self.schedule.get(&peer).map_or(0, |(tries, _)| *tries);
+        let wait = REDIAL_AFTER.saturating_mul(1 << tries.min(16)).min(REDIAL_AT_MOST_EVERY);
+        self.schedule.insert(peer, (tries + 1, now + wait));
+    }
+
+    /// `peer` connected, or published new addresses: dial it at once next time.
+    fn forget(&mut self, peer: &PeerId) {
+        self.schedule.remove(peer);
+    }
+}
 
 impl DirectoryBook {
     /// Loads the stored copy.
@@ -73,7 +104,7 @@ impl DirectoryBook {
             unsaved: HashSet::new(),
             removed: HashSet::new(),
             stale_registration: false,
-            last_redial: None,
+            redials: Redials::default(),
             last_seq: reader
                 .get(Table::Meta, CARD_SEQ_KEY)?
                 .and_then(|bytes| bytes.try_into().ok())
@@ -176,6 +207,11 @@ impl DirectoryBook {
         }
     }
 
+    /// `peer` is connected: once it goes, dial it again without waiting.
+    pub(super) fn connected(&mut self, peer: &PeerId) {
+        self.redials.forget(peer);
+    }
+
     /// Notes that our addresses changed: the card should be registered again.
     pub(super) fn addresses_changed(&mut self) {
         self.stale_registration = true;
@@ -243,8 +279,13 @@ impl Node {
             .cards()
             .map(|card| (peer_id_of(&card.key), addresses_of(card)))
             .collect();
+        let now = Instant::now();
         for (peer, addresses) in targets {
-            if !self.connected.contains_key(&peer) && !addresses.is_empty() {
+            if !self.connected.contains_key(&peer)
+                && !addresses.is_empty()
+                && self.directory.redials.due(&peer, now)
+            {
+                self.directory.redials.dialled(peer, now);
                 self.client.dial(Some(peer), addresses).await;
             }
         }
@@ -377,6 +418,8 @@ impl Node {
                     }
                     let peer = peer_id_of(&card.key);
                     if !self.connected.contains_key(&peer) {
+                        self.directory.redials.forget(&peer);
+                        self.directory.redials.dialled(peer, Instant::now());
                         self.client.dial(Some(peer), addresses_of(&card)).await;
                     }
                 }
@@ -403,13 +446,9 @@ impl Node {
     }
 
     /// Once a second: register again after an address change; save last-seen times;
-    /// every ten seconds, dial the known peers that are not connected.
+    /// dial the known peers that are not connected and whose backoff has passed.
     pub(super) async fn directory_housekeeping(&mut self) {
-        let now = std::time::Instant::now();
-        if self.directory.last_redial.is_none_or(|at| now.duration_since(at) >= REDIAL_EVERY) {
-            self.directory.last_redial = Some(now);
-            self.dial_known_peers().await;
-        }
+        self.dial_known_peers().await;
         if self.directory.stale_registration {
             let connected: Vec<PeerId> =
                 self.trackers.iter().filter(|(_, up)| **up).map(|(p, _)| *p).collect();
@@ -418,5 +457,32 @@ impl Node {
             }
         }
         self.persist_directory();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_peer_that_stays_unreachable_then_redials_back_off_to_the_cap_and_reset() {
+        let peer = PeerId::random();
+        let mut redials = Redials::default();
+        let start = Instant::now();
+        assert!(redials.due(&peer, start), "a peer never dialled is due");
+        let mut at = start;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            redials.dialled(peer, at);
+            let (_, next) = redials.schedule[&peer];
+            assert!(!redials.due(&peer, next - Duration::from_millis(1)));
+            assert!(redials.due(&peer, next));
+            waits.push((next - at).as_secs());
+            at = next;
+        }
+        assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+        assert!(redials.due(&PeerId::random(), start), "other peers are not held back");
+        redials.forget(&peer);
+        assert!(redials.due(&peer, start), "a connection or a new card starts afresh");
     }
 }

@@ -326,6 +326,7 @@ impl Node {
             NetworkEvent::PeerConnected { peer, link } => {
                 let first = self.connected.insert(peer, link).is_none();
                 self.directory.seen(&peer, now_ms());
+                self.directory.connected(&peer);
                 if first {
                     self.on_peer_connected(peer).await;
                 }

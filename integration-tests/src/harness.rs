@@ -615,6 +615,31 @@ impl RawPeer {
         self.runtime.block_on(self.client.request(peer, protocol, bytes))
     }
 
+    /// Sends all `requests` at once (each on its own stream) and returns every answer,
+    /// in the order of the requests.
+    pub fn request_all(
+        &self,
+        peer: &str,
+        protocol: raclette_node::network::Protocol,
+        requests: Vec<Vec<u8>>,
+    ) -> Vec<Result<Vec<u8>, raclette_node::network::RequestError>> {
+        let peer: libp2p::PeerId = peer.parse().expect("a PeerId");
+        self.runtime.block_on(async {
+            let pending: Vec<_> = requests
+                .into_iter()
+                .map(|bytes| {
+                    let client = self.client.clone();
+                    tokio::spawn(async move { client.request(peer, protocol, bytes).await })
+                })
+                .collect();
+            let mut answers = Vec::with_capacity(pending.len());
+            for answer in pending {
+                answers.push(answer.await.expect("the request task does not panic"));
+            }
+            answers
+        })
+    }
+
     /// Publishes raw bytes on a topic, retrying until some peer is subscribed.
     pub fn publish(&self, topic: raclette_node::network::Topic, bytes: Vec<u8>) {
         wait_for("a gossip peer to publish to", Duration::from_secs(30), || {

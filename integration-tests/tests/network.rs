@@ -400,6 +400,50 @@ fn given_peers_sending_garbage_on_every_protocol_then_honest_nodes_reject_them_b
 }
 
 #[test]
+fn given_peers_flooding_sync_requests_then_the_excess_is_refused_and_they_are_still_served_after() {
+    use raclette_node::network::Protocol;
+    use raclette_protocol::WireMessage;
+    use raclette_protocol::wire::{MAX_SYNC_REQUESTS_IN_FLIGHT, SyncRequest, SyncResponse};
+
+    let net = Net::new("flood", 8);
+    let alice = net.node("alice");
+    alice.mine(16);
+    let hashes: Vec<raclette_protocol::BlockHash> =
+        (1..=16).map(|height| block_hash(&alice, height).parse().unwrap()).collect();
+    let page = SyncRequest::Blocks { hashes }.encode();
+
+    // Rogue peers each ask for the same 16-block page 32 times at once (an honest node
+    // has at most four sync requests in flight). How many arrive before the first
+    // answers have gone out depends on scheduling, so up to five try.
+    let mut refused_somewhere = false;
+    for seed in 0x65..0x6a {
+        let rogue = rogue(&net, seed, &alice);
+        let answers = rogue.request_all(&alice.peer_id, Protocol::Sync, vec![page.clone(); 32]);
+        let (mut served, mut refused) = (0, 0);
+        for answer in answers {
+            match SyncResponse::decode(&answer.unwrap()).unwrap() {
+                SyncResponse::Blocks(blocks) if blocks.len() == 16 => served += 1,
+                SyncResponse::Refused { reason } if reason.contains("too many sync requests") => {
+                    refused += 1
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert!(served >= MAX_SYNC_REQUESTS_IN_FLIGHT, "served {served}, refused {refused}");
+
+        // The refusals cost little: asking one page at a time, the peer is still served.
+        let answer = rogue.request(&alice.peer_id, Protocol::Sync, page.clone()).unwrap();
+        let one = SyncResponse::decode(&answer);
+        assert!(matches!(one, Ok(SyncResponse::Blocks(ref b)) if b.len() == 16), "{one:?}");
+        if refused > 0 {
+            refused_somewhere = true;
+            break;
+        }
+    }
+    assert!(refused_somewhere, "32 requests at once were served in full five times");
+}
+
+#[test]
 fn given_a_long_mining_session_when_asked_to_stop_then_it_stops_and_reports() {
     // About 2^32 hashes a block: nothing will be found before the stop.
     let net = Net::new("stop", 32);

@@ -45,6 +45,10 @@ pub fn rendezvous_namespace(network: &NetworkId) -> String {
 pub const MAX_HEADERS_PER_RESPONSE: usize = 2000;
 /// Most blocks in one [`SyncRequest::Blocks`].
 pub const MAX_BLOCKS_PER_REQUEST: usize = 16;
+/// Most sync requests one peer may have waiting for answers at once; more are refused.
+/// Honest nodes keep at most two block pages, one headers request and one status in
+/// flight per peer.
+pub const MAX_SYNC_REQUESTS_IN_FLIGHT: usize = 8;
 /// Most hashes in a locator.
 pub const MAX_LOCATOR_HASHES: usize = 64;
 /// Most cards in one directory page.

@@ -10,6 +10,7 @@ mod behaviour;
 pub mod codec;
 pub mod identity;
 pub mod peers;
+mod serving;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::multiaddr::Protocol as AddrProtocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, ping, rendezvous};
 use raclette_protocol::{Keypair, NetworkId, wire};
@@ -29,6 +30,7 @@ use behaviour::{Behaviour, BehaviourEvent};
 use codec::Frame;
 use peers::PeerScores;
 pub use peers::Penalty;
+use serving::Serving;
 
 /// Capacity of the command and event channels.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -121,6 +123,10 @@ pub struct InboundRequest {
     /// The request was over the protocol's limit and was not read: refuse it and count
     /// it against the peer.
     pub oversized: Option<usize>,
+    /// How many of this peer's requests on this protocol are being answered now, this
+    /// one included (counted until each answer has gone out): the node refuses a peer
+    /// that asks for more at once than its protocol allows.
+    pub in_flight: usize,
     /// Pass to [`Client::respond`].
     pub token: ResponseToken,
 }
@@ -416,6 +422,7 @@ pub fn new(
         namespace,
         pending_requests: HashMap::new(),
         pending_responses: HashMap::new(),
+        serving: Serving::default(),
         next_token: 0,
         connections: HashMap::new(),
         scores: PeerScores::default(),
@@ -450,6 +457,8 @@ pub struct EventLoop {
     namespace: rendezvous::Namespace,
     pending_requests: HashMap<(Protocol, OutboundRequestId), ReplySender>,
     pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
+    /// Inbound requests whose answers have not gone out yet, per peer.
+    serving: Serving<InboundRequestId>,
     next_token: u64,
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
     scores: PeerScores,
@@ -915,7 +924,8 @@ impl EventLoop {
     ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request { request_id, request, channel } => {
+                    let in_flight = self.serving.begin(peer, inbound, request_id);
                     let token = self.next_token();
                     self.pending_responses.insert(token, (inbound, channel));
                     let (bytes, oversized) = match request {
@@ -930,6 +940,7 @@ impl EventLoop {
                         protocol: inbound,
                         bytes,
                         oversized,
+                        in_flight,
                         token,
                     }))
                     .await;
@@ -952,10 +963,13 @@ impl EventLoop {
                     let _ = reply.send(Err(error));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure { peer, request_id, error, .. } => {
                 debug!(%peer, %error, "inbound request failed");
+                self.serving.end(inbound, request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.serving.end(inbound, request_id);
+            }
         }
     }
 }

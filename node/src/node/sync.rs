@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use raclette_protocol::wire::{
-    ChainStatus, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_RESPONSE, SyncRequest, SyncResponse,
+    ChainStatus, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_RESPONSE, MAX_SYNC_REQUESTS_IN_FLIGHT,
+    SyncRequest, SyncResponse,
 };
 use raclette_protocol::{Block, BlockHash, BlockHeader, WireMessage};
 use tracing::{debug, info, warn};
@@ -19,6 +20,8 @@ use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 
 /// Block requests in flight per peer.
 const REQUESTS_PER_PEER: usize = 2;
+// Block pages, a headers request and a status must fit what peers serve at once.
+const _: () = assert!(REQUESTS_PER_PEER + 2 <= MAX_SYNC_REQUESTS_IN_FLIGHT);
 /// A block request older than this is given to another peer.
 const BLOCK_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
 /// A download that imports nothing for this long is abandoned (and retried if a peer
@@ -501,6 +504,16 @@ impl Node {
     pub(super) async fn on_sync_request(&mut self, request: InboundRequest) {
         let mut fault = None;
         let response = match SyncRequest::decode(&request.bytes) {
+            // Each answer may hold up to 16 blocks in memory until it has gone out: a peer
+            // that asks for more at once than an honest one ever does is refused, not
+            // served, and it costs the peer a little.
+            _ if request.in_flight > MAX_SYNC_REQUESTS_IN_FLIGHT => {
+                let reason = format!(
+                    "too many sync requests at once (at most {MAX_SYNC_REQUESTS_IN_FLIGHT})"
+                );
+                fault = Some((Penalty::HighTolerance, reason.clone()));
+                SyncResponse::Refused { reason }
+            }
             Err(error) => {
                 fault = Some((Penalty::LowTolerance, format!("malformed sync request: {error}")));
                 SyncResponse::Refused { reason: format!("malformed request: {error}") }

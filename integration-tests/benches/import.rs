@@ -1,12 +1,12 @@
 //! `just bench import`: a fresh LMDB store importing 10,000 blocks of 10 transfers, as a
-//! syncing node does, against the bare verify rate times the cores.
+//! syncing node does, against the bare verify rate of the same signatures times the cores.
 //!
 //! Also leaves the stores that `just bench startup` opens.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use raclette_integration_tests::bench::{Report, bare_verify_rate, bench_dir, cores};
+use raclette_integration_tests::bench::{Report, bare_verify_rate_of, bench_dir, cores};
 use raclette_node::chain::Chain;
 use raclette_node::store::LmdbStore;
 use raclette_node::testkit::{easy_params, message_blocks};
@@ -26,7 +26,7 @@ fn main() {
     let params = easy_params();
     eprintln!("signing {} transfers...", BLOCKS * TRANSFERS_PER_BLOCK);
     let blocks = message_blocks(&params, BLOCKS, TRANSFERS_PER_BLOCK);
-    let bound = bare_verify_rate(Duration::from_secs(2)) * cores() as f64;
+    let bound = bare_verify_rate_of(&blocks, Duration::from_secs(2)) * cores() as f64;
 
     for (count, report) in [(10u64, false), (BLOCKS, true)] {
         let dir = store_dir(count);

@@ -403,7 +403,9 @@ fn given_peers_sending_garbage_on_every_protocol_then_honest_nodes_reject_them_b
 fn given_peers_flooding_sync_requests_then_the_excess_is_refused_and_they_are_still_served_after() {
     use raclette_node::network::Protocol;
     use raclette_protocol::WireMessage;
-    use raclette_protocol::wire::{MAX_SYNC_REQUESTS_IN_FLIGHT, SyncRequest, SyncResponse};
+    use raclette_protocol::wire::{
+        MAX_BLOCKS_PER_REQUEST, MAX_SYNC_REQUESTS_IN_FLIGHT, SyncRequest, SyncResponse,
+    };
 
     let net = Net::new("flood", 8);
     let alice = net.node("alice");
@@ -441,6 +443,14 @@ fn given_peers_flooding_sync_requests_then_the_excess_is_refused_and_they_are_st
         }
     }
     assert!(refused_somewhere, "32 requests at once were served in full five times");
+
+    // Nor can one request ask for the same block many times over.
+    let rogue = rogue(&net, 0x6a, &alice);
+    let tip: raclette_protocol::BlockHash = alice.tip().parse().unwrap();
+    let twice = SyncRequest::Blocks { hashes: vec![tip; MAX_BLOCKS_PER_REQUEST] }.encode();
+    let answer =
+        SyncResponse::decode(&rogue.request(&alice.peer_id, Protocol::Sync, twice).unwrap());
+    assert!(matches!(answer, Ok(SyncResponse::Refused { ref reason }) if reason.contains("twice")));
 }
 
 #[test]
@@ -516,6 +526,64 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
     });
     assert!(!alice.log().contains("catching up"), "{}", alice.log());
     assert_eq!(alice.height(), 2);
+}
+
+#[test]
+fn given_a_peer_claiming_more_work_that_answers_with_nothing_then_the_node_syncs_from_others() {
+    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
+    use raclette_protocol::{BlockHash, WireMessage, Work};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let net = Net::new("stall", 8);
+    // Bob mines on his own first, so that Alice can only get his blocks by syncing.
+    let bob_alone = NodeOptions { trackers: Vec::new(), ..net.options.clone() };
+    let bob_dir = net.dir.path().join("bob");
+    let mut bob = NodeProcess::start("bob", &bob_dir, &bob_alone);
+    bob.mine(5);
+    bob.stop();
+    let alice = net.node("alice");
+
+    // Mallory claims the most work of all, and answers every headers request slowly,
+    // with none: before the fix the node asked her again each second, so it was always
+    // "catching up", never from Bob, and never mined.
+    let one_block_work = net.params.pow_limit().work();
+    let claimed = ChainStatus {
+        network: net.params.network_id(),
+        height: 1000,
+        tip: BlockHash::from_bytes([9; 32]),
+        work: (0..1000).fold(Work::ZERO, |work, _| work + one_block_work),
+    };
+    let asked = Arc::new(AtomicBool::new(false));
+    let asked_in_answer = asked.clone();
+    let key = raclette_protocol::Keypair::from_secret_bytes([0x66; 32]).unwrap();
+    let mallory =
+        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
+            protocol,
+            SyncRequest::decode(bytes),
+        ) {
+            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
+                SyncResponse::Status(claimed.clone()).encode()
+            }
+            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
+                asked_in_answer.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(4));
+                SyncResponse::Headers(Vec::new()).encode()
+            }
+            _ => Vec::new(),
+        });
+    mallory.dial(&read_peer_address(&alice));
+    wait_for("Alice to ask Mallory for headers", PATIENCE, || {
+        asked.load(Ordering::SeqCst).then_some(())
+    });
+
+    // Bob comes back, with the tracker, while Alice is busy with Mallory.
+    let bob = NodeProcess::start("bob", &bob_dir, &net.options);
+    wait_for("Alice to catch up from Bob", PATIENCE, || (alice.tip() == bob.tip()).then_some(()));
+    assert!(alice.log().contains("announced more work than ours but sent no headers"));
+    assert_eq!(alice.height(), 5);
+    assert_eq!(alice.mine(1)["mined"].as_array().unwrap().len(), 1, "mining is not held up");
 }
 
 #[test]

@@ -75,6 +75,17 @@ impl ImportError {
     }
 }
 
+/// Where a block's branch meets the best chain, as [`Chain::fork_depth`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkDepth {
+    /// The block is not stored (unknown, or held as an orphan).
+    Unknown,
+    /// This many blocks below the tip.
+    Within(u64),
+    /// Deeper than the limit asked about.
+    Deeper,
+}
+
 /// Where an imported block ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -674,22 +685,26 @@ impl<S: Store> Chain<S> {
     }
 
     /// How far below the tip the branch ending at `hash` meets the best chain (for a
-    /// best-chain block, its own depth): `None` if `hash` is unknown or that is deeper
-    /// than `limit`.
-    pub fn fork_depth(&self, hash: &BlockHash, limit: u64) -> Result<Option<u64>, StoreError> {
+    /// best-chain block, its own depth), looking at most `limit` blocks down.
+    pub fn fork_depth(&self, hash: &BlockHash, limit: u64) -> Result<ForkDepth, StoreError> {
         let reader = self.store.reader()?;
-        let Some(mut entry) = reader.entry(hash)? else { return Ok(None) };
+        // Orphans are not stored: their branch meets nothing yet.
+        let Some(mut entry) = reader.entry(hash)? else { return Ok(ForkDepth::Unknown) };
         for _ in 0..=limit {
             if reader.is_on_best_chain(&entry)? {
                 let depth = self.state.tip.height().saturating_sub(entry.height());
-                return Ok((depth <= limit).then_some(depth));
+                return Ok(if depth <= limit {
+                    ForkDepth::Within(depth)
+                } else {
+                    ForkDepth::Deeper
+                });
             }
             match reader.entry(&entry.header.prev)? {
                 Some(parent) => entry = parent,
-                None => return Ok(None),
+                None => return Err(corrupt(format!("stored block {hash} lacks an ancestor"))),
             }
         }
-        Ok(None)
+        Ok(ForkDepth::Deeper)
     }
 
     /// The cumulative work a chain of `headers` would have, continuing the stored block

@@ -857,12 +857,25 @@ fn given_side_branch_then_fork_depth_counts_from_the_tip_and_stops_at_the_limit(
     let side = mine_on(&chain, &fork_point, &bob, vec![], 0);
     chain.import_block(side.clone(), NOW).unwrap();
     extend(&mut chain, &alice, 2);
-    assert_eq!(chain.fork_depth(&tip_hash(&chain), 10).unwrap(), Some(0));
-    assert_eq!(chain.fork_depth(&side.hash(), 10).unwrap(), Some(4), "tip 5, fork at 1");
-    assert_eq!(chain.fork_depth(&side.hash(), 0).unwrap(), None, "one step past the limit");
-    assert_eq!(chain.fork_depth(&fork_point, 3).unwrap(), None, "on the best chain, too deep");
-    assert_eq!(chain.fork_depth(&fork_point, 4).unwrap(), Some(4));
-    assert_eq!(chain.fork_depth(&BlockHash::from_bytes([7; 32]), 10).unwrap(), None);
+    assert_eq!(chain.fork_depth(&tip_hash(&chain), 10).unwrap(), ForkDepth::Within(0));
+    assert_eq!(chain.fork_depth(&side.hash(), 10).unwrap(), ForkDepth::Within(4), "tip 5, fork 1");
+    assert_eq!(chain.fork_depth(&side.hash(), 0).unwrap(), ForkDepth::Deeper, "past the limit");
+    assert_eq!(chain.fork_depth(&fork_point, 3).unwrap(), ForkDepth::Deeper, "best chain, deep");
+    assert_eq!(chain.fork_depth(&fork_point, 4).unwrap(), ForkDepth::Within(4));
+    let unknown = BlockHash::from_bytes([7; 32]);
+    assert_eq!(chain.fork_depth(&unknown, 10).unwrap(), ForkDepth::Unknown);
+
+    // An orphan is known but not stored: a child of it is an orphan too, not a deep fork.
+    let builder_parent = mine_on(&chain, &tip_hash(&chain), &bob, vec![], 0);
+    let mut builder = new_chain();
+    for height in 1..=chain.tip().height() {
+        builder.import_block(chain.block_at(height).unwrap().unwrap().1, NOW).unwrap();
+    }
+    builder.import_block(builder_parent.clone(), NOW).unwrap();
+    let orphan = mine_on(&builder, &builder_parent.hash(), &bob, vec![], 0);
+    chain.import_block(orphan.clone(), NOW).unwrap();
+    assert!(chain.knows(&orphan.hash()).unwrap());
+    assert_eq!(chain.fork_depth(&orphan.hash(), 10).unwrap(), ForkDepth::Unknown);
 }
 
 #[test]

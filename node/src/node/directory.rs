@@ -14,6 +14,7 @@ use raclette_protocol::{NetworkId, PeerCard, PublicKey, WireMessage};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::backoff::Backoff;
 use super::{Internal, Node, NodeExit, Notice, PeerView, now_ms};
 use crate::network::identity::{key_of, peer_id_of};
 use crate::network::{InboundRequest, Link, Penalty, Protocol, RequestError};
@@ -48,7 +49,7 @@ pub(super) struct DirectoryBook {
     /// Addresses changed since the last registration.
     stale_registration: bool,
     /// When each known peer that is not connected may be dialled again.
-    redials: Redials,
+    redials: Backoff,
     /// The sequence number of our last card: each new one is higher, even if the clock
     /// steps back (trackers refuse a card older than the one they hold).
     last_seq: u64,
@@ -64,33 +65,6 @@ const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait between dials of a known peer that stays unreachable.
 const REDIAL_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 
-/// Exponential backoff for dialling known peers: a peer that is offline for a day is
-/// tried a few hundred times, not every ten seconds, and a new card or a connection
-/// starts its schedule afresh.
-#[derive(Debug, Default)]
-struct Redials {
-    /// Failed tries so far and when the next one may start, per peer.
-    schedule: HashMap<PeerId, (u32, Instant)>,
-}
-
-impl Redials {
-    fn due(&self, peer: &PeerId, now: Instant) -> bool {
-        self.schedule.get(peer).is_none_or(|(_, next)| now >= *next)
-    }
-
-    /// A dial of `peer` started now.
-    fn dialled(&mut self, peer: PeerId, now: Instant) {
-        let tries = self.schedule.get(&peer).map_or(0, |(tries, _)| *tries);
-        let wait = REDIAL_AFTER.saturating_mul(1 << tries.min(16)).min(REDIAL_AT_MOST_EVERY);
-        self.schedule.insert(peer, (tries + 1, now + wait));
-    }
-
-    /// `peer` connected, or published new addresses: dial it at once next time.
-    fn forget(&mut self, peer: &PeerId) {
-        self.schedule.remove(peer);
-    }
-}
-
 impl DirectoryBook {
     /// Loads the stored copy.
     pub(super) fn load<R: StoreRead + ?Sized>(
@@ -104,7 +78,7 @@ impl DirectoryBook {
             unsaved: HashSet::new(),
             removed: HashSet::new(),
             stale_registration: false,
-            redials: Redials::default(),
+            redials: Backoff::new(REDIAL_AFTER, REDIAL_AT_MOST_EVERY),
             last_seq: reader
                 .get(Table::Meta, CARD_SEQ_KEY)?
                 .and_then(|bytes| bytes.try_into().ok())
@@ -172,9 +146,10 @@ impl DirectoryBook {
             return Ok(false);
         }
         let name = card.name.key();
-        if let Some(existing) = self.entries.get(&name)
-            && existing.card.key == card.key
-            && existing.card.seq >= card.seq
+        // A key's cards are ordered by `seq`, whatever name they carry: an older card
+        // (replayed, or from a tracker that missed the update) never replaces a newer.
+        if let Some(held) = self.by_key.get(&card.key).and_then(|held| self.entries.get(held))
+            && held.card.seq >= card.seq
         {
             return Ok(false);
         }
@@ -285,7 +260,7 @@ impl Node {
                 && !addresses.is_empty()
                 && self.directory.redials.due(&peer, now)
             {
-                self.directory.redials.dialled(peer, now);
+                self.directory.redials.tried(peer, now);
                 self.client.dial(Some(peer), addresses).await;
             }
         }
@@ -419,7 +394,7 @@ impl Node {
                     let peer = peer_id_of(&card.key);
                     if !self.connected.contains_key(&peer) {
                         self.directory.redials.forget(&peer);
-                        self.directory.redials.dialled(peer, Instant::now());
+                        self.directory.redials.tried(peer, Instant::now());
                         self.client.dial(Some(peer), addresses_of(&card)).await;
                     }
                 }
@@ -463,26 +438,30 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{MemoryStore, Store};
+    use raclette_protocol::{Keypair, PeerName};
+
+    fn card(key: &Keypair, name: &str, seq: u64) -> PeerCard {
+        let address = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", peer_id_of(&key.public()));
+        let name = PeerName::new(name).expect("a valid name");
+        PeerCard::sign(key, NetworkId::ZERO, name, vec![address], seq)
+    }
 
     #[test]
-    fn given_a_peer_that_stays_unreachable_then_redials_back_off_to_the_cap_and_reset() {
-        let peer = PeerId::random();
-        let mut redials = Redials::default();
-        let start = Instant::now();
-        assert!(redials.due(&peer, start), "a peer never dialled is due");
-        let mut at = start;
-        let mut waits = Vec::new();
-        for _ in 0..8 {
-            redials.dialled(peer, at);
-            let (_, next) = redials.schedule[&peer];
-            assert!(!redials.due(&peer, next - Duration::from_millis(1)));
-            assert!(redials.due(&peer, next));
-            waits.push((next - at).as_secs());
-            at = next;
-        }
-        assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300, 300]);
-        assert!(redials.due(&PeerId::random(), start), "other peers are not held back");
-        redials.forget(&peer);
-        assert!(redials.due(&peer, start), "a connection or a new card starts afresh");
+    fn given_an_older_card_of_a_key_under_another_name_then_the_newer_card_stays() {
+        let store = MemoryStore::new();
+        let own = Keypair::from_secret_bytes([1; 32]).expect("valid scalar");
+        let mut book = DirectoryBook::load(&store.reader().expect("reader"), own.public())
+            .expect("an empty directory");
+        let alice = Keypair::from_secret_bytes([2; 32]).expect("valid scalar");
+
+        assert_eq!(book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0), Ok(true));
+        assert_eq!(book.merge(card(&alice, "alicia", 3), &NetworkId::ZERO, 0), Ok(false));
+        assert_eq!(book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0), Ok(false));
+        assert_eq!(book.names(), vec!["alice".to_string()]);
+
+        assert_eq!(book.merge(card(&alice, "alicia", 6), &NetworkId::ZERO, 0), Ok(true));
+        assert_eq!(book.names(), vec!["alicia".to_string()], "a key holds one name");
+        assert_eq!(book.name_of(&alice.public()).as_deref(), Some("alicia"));
     }
 }

@@ -5,6 +5,7 @@
 //! in flight, the nonce search). Work that waits on the network runs in spawned tasks
 //! that post their result back here, so this loop never blocks on a peer.
 
+mod backoff;
 mod directory;
 mod mining;
 mod sync;
@@ -23,7 +24,7 @@ use raclette_protocol::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::chain::{Chain, ImportError, Placement, TipChange};
+use crate::chain::{Chain, ForkDepth, ImportError, Placement, TipChange};
 use crate::mempool::Mempool;
 use crate::network::{
     self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Topic,
@@ -433,11 +434,13 @@ impl Node {
         // and sync fetches it, headers first.
         let parent = block.header.prev;
         match self.chain.fork_depth(&parent, MAX_GOSSIP_FORK_DEPTH) {
-            Ok(None) if self.chain.knows(&parent).unwrap_or(false) => {
+            Ok(ForkDepth::Deeper) => {
                 debug!(%source, height, "ignored a gossiped block forking too deep below the tip");
                 return (MessageAcceptance::Ignore, None);
             }
-            Ok(_) => {}
+            // An unknown (or orphan) parent makes the block an orphan: its ancestors get
+            // fetched.
+            Ok(ForkDepth::Unknown | ForkDepth::Within(_)) => {}
             Err(error) => self.fatal(error),
         }
         let (transfers, decoded) = (block.transactions.len().saturating_sub(1), started.elapsed());

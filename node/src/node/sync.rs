@@ -2,7 +2,7 @@
 //! peer with the most work, then blocks in pages from every peer that has them, imported
 //! in order, one store transaction per batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -10,9 +10,10 @@ use raclette_protocol::wire::{
     ChainStatus, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS_PER_RESPONSE, MAX_SYNC_REQUESTS_IN_FLIGHT,
     SyncRequest, SyncResponse,
 };
-use raclette_protocol::{Block, BlockHash, BlockHeader, WireMessage};
+use raclette_protocol::{Block, BlockHash, BlockHeader, WireMessage, Work};
 use tracing::{debug, info, warn};
 
+use super::backoff::Backoff;
 use super::{Internal, Node, Notice, now_ms};
 use crate::chain::ImportError;
 use crate::chain::validate::check_proof_of_work;
@@ -29,6 +30,17 @@ const BLOCK_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
 const DOWNLOAD_STALL: Duration = Duration::from_secs(90);
 /// The most headers gathered before downloading their blocks; the rest come after.
 const MAX_COLLECTED_HEADERS: usize = 50 * MAX_HEADERS_PER_RESPONSE;
+/// Blocks are asked for only this far ahead of the next one to import, which bounds the
+/// blocks held (in flight or waiting for their turn) to this many.
+const DOWNLOAD_WINDOW: usize = 16 * MAX_BLOCKS_PER_REQUEST;
+/// After an attempt to catch up from a peer led nowhere (no headers, headers that do not
+/// link or add up, blocks it could not deliver, a stall), that peer is not tried again
+/// for this long, doubling with each further failure up to [`RETRY_AT_MOST_EVERY`]; so a
+/// peer that claims more work than it has cannot keep the node catching up (and not
+/// mining) for ever.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The longest wait before trying a failing peer again.
+const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 
 /// What a sync request was, to interpret its answer.
 #[derive(Debug, Clone)]
@@ -42,11 +54,23 @@ pub(super) enum SentRequest {
 }
 
 /// Where catching up stands.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SyncState {
-    /// The last status each peer announced.
+    /// The last status each connected peer announced.
     statuses: HashMap<PeerId, ChainStatus>,
     phase: Phase,
+    /// Peers whose last attempt led nowhere, and when they may be tried again.
+    retry: Backoff,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self {
+            statuses: HashMap::new(),
+            phase: Phase::default(),
+            retry: Backoff::new(RETRY_AFTER, RETRY_AT_MOST_EVERY),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,13 +81,15 @@ enum Phase {
     /// Asking `peer` for headers; `headers` continue our chain.
     Headers { peer: PeerId, headers: Vec<BlockHeader> },
     /// Downloading the blocks of a header chain.
-    Blocks(Download),
+    Blocks(Box<Download>),
 }
 
 #[derive(Debug, Default)]
 struct Download {
     /// Every block to get, in chain order.
     order: Vec<BlockHash>,
+    /// Each block's index in `order`.
+    position: HashMap<BlockHash, usize>,
     /// Index in `order` of the next block to import.
     next: usize,
     /// Not yet asked for.
@@ -72,6 +98,9 @@ struct Download {
     in_flight: HashMap<BlockHash, (PeerId, Instant)>,
     /// Arrived, waiting for their turn, with who sent them.
     received: HashMap<BlockHash, (Block, PeerId)>,
+    /// Peers that failed to deliver blocks they were asked for (answered without them,
+    /// refused, or did not answer): not asked again in this download.
+    unhelpful: HashSet<PeerId>,
     /// Height of the last header.
     target_height: u64,
     /// The peer whose headers these are: it has every block.
@@ -93,6 +122,22 @@ impl SyncState {
             Phase::Blocks(download) => announced.max(download.target_height),
             _ => announced,
         }
+    }
+
+    /// The peer to catch up from: the one announcing the most work above `tip_work`,
+    /// among those not waiting out a failed attempt.
+    fn candidate(&self, tip_work: Work, now: Instant) -> Option<PeerId> {
+        self.statuses
+            .iter()
+            .filter(|(peer, status)| status.work > tip_work && self.retry.due(peer, now))
+            .max_by_key(|(_, status)| status.work)
+            .map(|(peer, _)| *peer)
+    }
+
+    /// An attempt to catch up from `peer` led nowhere: wait before the next.
+    fn failed(&mut self, peer: PeerId) {
+        self.retry.tried(peer, Instant::now());
+        self.phase = Phase::Idle;
     }
 
     /// Forgets a peer that left; its requests go back in the queue.
@@ -120,6 +165,19 @@ impl Download {
         let blocks = self.in_flight.values().filter(|(p, _)| p == peer).count();
         blocks.div_ceil(MAX_BLOCKS_PER_REQUEST)
     }
+
+    /// The next page to ask for: up to a request's worth from the front of the queue,
+    /// within the window ahead of the next block to import.
+    fn next_page(&mut self) -> Vec<BlockHash> {
+        let mut page = Vec::new();
+        while page.len() < MAX_BLOCKS_PER_REQUEST
+            && let Some(hash) = self.queue.front()
+            && self.position.get(hash).is_some_and(|at| *at < self.next + DOWNLOAD_WINDOW)
+        {
+            page.extend(self.queue.pop_front());
+        }
+        page
+    }
 }
 
 impl Node {
@@ -146,9 +204,13 @@ impl Node {
             self.client.disconnect(peer).await;
             return false;
         }
+        if !self.connected.contains_key(&peer) {
+            // Its answer came after it left: a status of nobody to sync from.
+            return true;
+        }
         let ahead = status.work > self.chain.tip().work;
         self.sync.statuses.insert(peer, status);
-        if ahead && !self.sync.is_active() {
+        if ahead && !self.sync.is_active() && self.sync.retry.due(&peer, Instant::now()) {
             self.start_headers(peer);
         }
         true
@@ -156,7 +218,7 @@ impl Node {
 
     /// Catch up from `peer` (it sent a block whose ancestors are missing).
     pub(super) async fn sync_from(&mut self, peer: PeerId) {
-        if !self.sync.is_active() {
+        if !self.sync.is_active() && self.sync.retry.due(&peer, Instant::now()) {
             self.start_headers(peer);
         }
     }
@@ -232,14 +294,17 @@ impl Node {
     fn sync_failed(&mut self, peer: PeerId, request: SentRequest) {
         match (request, &mut self.sync.phase) {
             (SentRequest::Headers, Phase::Headers { peer: from, .. }) if *from == peer => {
-                self.sync.phase = Phase::Idle
+                self.sync.failed(peer)
             }
             (SentRequest::Blocks(asked), Phase::Blocks(download)) => {
-                for hash in asked {
+                for hash in asked.into_iter().rev() {
                     if download.in_flight.remove(&hash).is_some() {
                         download.queue.push_front(hash);
                     }
                 }
+                // Someone else gets the page.
+                download.unhelpful.insert(peer);
+                self.request_blocks();
             }
             _ => {}
         }
@@ -257,7 +322,7 @@ impl Node {
         for header in headers {
             if check_proof_of_work(self.chain.params(), &header).is_err() {
                 warn!(%peer, height = header.height, "headers lack proof of work");
-                self.sync.phase = Phase::Idle;
+                self.sync.failed(peer);
                 self.client
                     .penalize(peer, Penalty::LowTolerance, "headers without proof of work")
                     .await;
@@ -269,9 +334,9 @@ impl Node {
             };
             if !links {
                 // An honest peer whose chain moved between two pages answers this way
-                // too: start again rather than blame it.
+                // too: try again later rather than blame it.
                 debug!(%peer, height = header.height, "headers do not link; starting over");
-                self.sync.phase = Phase::Idle;
+                self.sync.failed(peer);
                 return;
             }
             previous = Some(header.hash());
@@ -302,7 +367,14 @@ impl Node {
         }
         let target_height = collected.last().map_or(0, |h| h.height);
         if order.is_empty() {
-            self.sync.phase = Phase::Idle;
+            // No headers, or only blocks we hold (and did not switch to): nothing this
+            // peer can give us now, whatever its status said.
+            if collected.is_empty() {
+                warn!(%peer, "it announced more work than ours but sent no headers");
+            } else {
+                debug!(%peer, "its headers hold no block we lack");
+            }
+            self.sync.failed(peer);
             return;
         }
         // Headers first means blocks only for a branch that beats ours: a peer whose
@@ -311,7 +383,7 @@ impl Node {
         let work = self.chain.work_of_headers(&collected).unwrap_or_else(|error| self.fatal(error));
         if !capped && work.is_none_or(|work| work <= self.chain.tip().work) {
             warn!(%peer, "its headers do not lead to more work than ours: not fetching blocks");
-            self.sync.phase = Phase::Idle;
+            self.sync.failed(peer);
             self.sync.statuses.remove(&peer);
             self.client
                 .penalize(peer, Penalty::HighTolerance, "announced more work than its headers have")
@@ -319,42 +391,63 @@ impl Node {
             return;
         }
         info!(%peer, blocks = order.len(), target_height, "catching up");
-        self.sync.phase = Phase::Blocks(Download {
+        self.sync.phase = Phase::Blocks(Box::new(Download {
             queue: order.iter().copied().collect(),
+            position: order.iter().enumerate().map(|(at, hash)| (*hash, at)).collect(),
             order,
             target_height,
             source: Some(peer),
             progress_at: Some(Instant::now()),
             ..Download::default()
-        });
+        }));
         self.request_blocks();
     }
 
     /// Hands out block pages to the peer the headers came from and every other peer that
-    /// announced more work than ours.
+    /// announced more work than ours, leaving out those that lacked blocks before. With
+    /// nobody left to ask, the download ends.
     fn request_blocks(&mut self) {
         let tip_work = self.chain.tip().work;
-        let mut helpers: Vec<PeerId> = self
-            .sync
-            .statuses
+        let statuses = &self.sync.statuses;
+        let Phase::Blocks(download) = &mut self.sync.phase else { return };
+        let mut helpers: Vec<PeerId> = statuses
             .iter()
             .filter(|(_, status)| status.work > tip_work)
             .map(|(peer, _)| *peer)
             .collect();
-        let Phase::Blocks(download) = &mut self.sync.phase else { return };
-        if let Some(source) = download.source.filter(|source| !helpers.contains(source)) {
+        // The source has every block even once our tip passes the work its status gave,
+        // as long as it is still connected (it has a status).
+        if let Some(source) = download.source
+            && statuses.contains_key(&source)
+            && !helpers.contains(&source)
+        {
             helpers.push(source);
         }
+        helpers.retain(|peer| !download.unhelpful.contains(peer));
         let mut pages = Vec::new();
-        for peer in helpers {
-            while download.requests_of(&peer) < REQUESTS_PER_PEER && !download.queue.is_empty() {
-                let count = download.queue.len().min(MAX_BLOCKS_PER_REQUEST);
-                let page: Vec<BlockHash> = download.queue.drain(..count).collect();
-                for hash in &page {
-                    download.in_flight.insert(*hash, (peer, Instant::now()));
+        for peer in &helpers {
+            while download.requests_of(peer) < REQUESTS_PER_PEER {
+                let page = download.next_page();
+                if page.is_empty() {
+                    break;
                 }
-                pages.push((peer, page));
+                for hash in &page {
+                    download.in_flight.insert(*hash, (*peer, Instant::now()));
+                }
+                pages.push((*peer, page));
             }
+        }
+        if helpers.is_empty() && download.in_flight.is_empty() {
+            let source = download.source;
+            warn!(
+                missing = download.queue.len(),
+                "no peer can deliver the blocks: catching up stopped"
+            );
+            match source {
+                Some(source) => self.sync.failed(source),
+                None => self.sync.phase = Phase::Idle,
+            }
+            return;
         }
         for (peer, page) in pages {
             self.sync_request(
@@ -376,10 +469,17 @@ impl Node {
                 unasked = true;
             }
         }
-        for hash in asked {
+        let mut lacked = false;
+        for hash in asked.into_iter().rev() {
             if download.in_flight.remove(&hash).is_some() {
-                download.queue.push_back(hash); // the peer did not have it
+                // The peer did not have it: ask someone else first thing.
+                download.queue.push_front(hash);
+                lacked = true;
             }
+        }
+        if lacked {
+            debug!(%peer, "peer lacks blocks of the branch: not asking it again");
+            download.unhelpful.insert(peer);
         }
         if unasked {
             self.client.penalize(peer, Penalty::MidTolerance, "sent blocks nobody asked for").await;
@@ -409,6 +509,7 @@ impl Node {
             }
             let done = download.next == download.order.len();
             let target = download.target_height;
+            let source = download.source;
             let (imported, failure) = self.chain.import_blocks(batch, now_ms());
             let changes: Vec<_> = imported.into_iter().filter_map(|i| i.tip_change).collect();
             if let Some(change) = crate::chain::merge_changes(changes) {
@@ -425,13 +526,20 @@ impl Node {
                         .penalize(sender, Penalty::LowTolerance, format!("invalid block: {error}"))
                         .await;
                 }
-                self.sync.phase = Phase::Idle;
+                // The branch its headers promised does not hold up.
+                match source {
+                    Some(source) => self.sync.failed(source),
+                    None => self.sync.phase = Phase::Idle,
+                }
                 return;
             }
             let height = self.chain.tip().height();
             self.notify(Notice::Syncing { height, target });
             if done {
                 info!(height, "caught up");
+                if let Some(source) = source {
+                    self.sync.retry.forget(&source);
+                }
                 self.sync.phase = Phase::Idle;
                 self.notify(Notice::Synced { height });
                 self.after_sync();
@@ -442,9 +550,7 @@ impl Node {
 
     /// After catching up: more to get from someone? Else resume what waited.
     fn after_sync(&mut self) {
-        let tip_work = self.chain.tip().work;
-        let ahead = self.sync.statuses.iter().find(|(_, s)| s.work > tip_work).map(|(p, _)| *p);
-        match ahead {
+        match self.sync.candidate(self.chain.tip().work, Instant::now()) {
             Some(peer) => self.start_headers(peer),
             None => self.resume_mining(),
         }
@@ -473,10 +579,13 @@ impl Node {
                     && download.received.is_empty();
                 let stalled =
                     download.progress_at.is_none_or(|at| now.duration_since(at) > DOWNLOAD_STALL);
-                if drained || stalled {
-                    if stalled {
-                        warn!("catching up stalled; starting over");
+                if stalled {
+                    warn!("catching up stalled; starting over");
+                    match download.source {
+                        Some(source) => self.sync.failed(source),
+                        None => self.sync.phase = Phase::Idle,
                     }
+                } else if drained {
                     self.sync.phase = Phase::Idle;
                 }
             }
@@ -492,10 +601,7 @@ impl Node {
     }
 
     fn after_sync_if_behind(&mut self) {
-        let tip_work = self.chain.tip().work;
-        if let Some(peer) =
-            self.sync.statuses.iter().find(|(_, s)| s.work > tip_work).map(|(p, _)| *p)
-        {
+        if let Some(peer) = self.sync.candidate(self.chain.tip().work, Instant::now()) {
             self.start_headers(peer);
         }
     }
@@ -537,6 +643,13 @@ impl Node {
                 SyncResponse::Refused {
                     reason: format!("at most {MAX_BLOCKS_PER_REQUEST} blocks per request"),
                 }
+            }
+            Ok(SyncRequest::Blocks { hashes })
+                if hashes.iter().collect::<HashSet<_>>().len() < hashes.len() =>
+            {
+                // Each copy would be sent again: an answer many times the block's size.
+                fault = Some((Penalty::MidTolerance, "asked for a block twice".to_string()));
+                SyncResponse::Refused { reason: "the same block asked for twice".to_string() }
             }
             Ok(SyncRequest::Blocks { hashes }) => SyncResponse::Blocks(
                 self.chain.blocks_by_hash(&hashes).unwrap_or_else(|error| self.fatal(error)),

@@ -129,6 +129,9 @@ fn given_a_partition_when_it_heals_then_all_take_the_heavier_chain_and_abandoned
     let everyone = [&alice, &bob, &carol, &dave];
     wait_connected(&everyone);
     alice.mine(2);
+    // Carol mines on Alice's blocks (on a stale tip she could lose both heights to them
+    // and have nothing to send later).
+    wait_same_tip(&everyone);
     carol.mine(2);
     wait_same_tip(&everyone);
 

@@ -532,6 +532,66 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
 }
 
 #[test]
+fn given_headers_with_a_harder_target_than_the_rules_give_then_they_are_refused() {
+    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
+    use raclette_protocol::{Target, WireMessage, Work};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    let net = Net::new("harder", 8);
+    let alice = net.node("alice");
+    alice.mine(2);
+
+    // Mallory's three headers each carry twice the work the rules allow (and have it: a
+    // harder target, really met), so together they beat Alice's two blocks.
+    let genesis = net.params.genesis();
+    let harder = Target::from_expected_hashes_log2(9).to_compact();
+    let mut headers = Vec::new();
+    let mut parent = genesis.header;
+    for _ in 0..3 {
+        let mut header = parent;
+        header.height = parent.height + 1;
+        header.prev = parent.hash();
+        header.time_ms = parent.time_ms + 1000;
+        header.bits = harder;
+        let header =
+            raclette_node::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
+                .unwrap();
+        headers.push(header);
+        parent = header;
+    }
+    let work = (0..3).fold(Work::ZERO, |work, _| work + harder.to_target().unwrap().work());
+    let claimed = ChainStatus {
+        network: net.params.network_id(),
+        height: 3,
+        tip: parent.hash(),
+        work: work + genesis.header.bits.to_target().unwrap().work(),
+    };
+    let key = raclette_protocol::Keypair::from_secret_bytes([0x67; 32]).unwrap();
+    let mallory =
+        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
+            protocol,
+            SyncRequest::decode(bytes),
+        ) {
+            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
+                SyncResponse::Status(claimed.clone()).encode()
+            }
+            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
+                SyncResponse::Headers(headers.clone()).encode()
+            }
+            _ => Vec::new(),
+        });
+    mallory.dial(&read_peer_address(&alice));
+
+    wait_for("Alice to refuse the headers", PATIENCE, || {
+        alice.log().contains("invalid headers").then_some(())
+    });
+    assert!(alice.log().contains("is not the required"), "{}", alice.log());
+    assert!(!alice.log().contains("catching up"), "{}", alice.log());
+    assert_eq!(alice.height(), 2);
+}
+
+#[test]
 fn given_a_peer_claiming_more_work_that_answers_with_nothing_then_the_node_syncs_from_others() {
     use raclette_node::network::InboundProtocol;
     use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};

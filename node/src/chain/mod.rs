@@ -29,6 +29,7 @@ use crate::store::{
     StoreWrite, Table, Undo, WriteTables,
 };
 use orphans::OrphanPool;
+use raclette_protocol::params::MEDIAN_TIME_BLOCKS;
 use state::{Accounts, BlockStateError, apply_block, touched_keys};
 use validate::{
     BlockError, HeaderContext, HeaderError, check_block, check_commitment, check_header,
@@ -73,6 +74,18 @@ impl ImportError {
             ImportError::Store(_) => false,
         }
     }
+}
+
+/// Why a chain of headers (from sync) does not hold up, as
+/// [`Chain::check_header_chain`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderChainError {
+    /// The first header builds on a block that is not stored.
+    #[error("the headers build on unknown block {0}")]
+    UnknownParent(BlockHash),
+    /// A header breaks a rule.
+    #[error(transparent)]
+    Header(HeaderError),
 }
 
 /// Where a block's branch meets the best chain, as [`Chain::fork_depth`] finds it.
@@ -723,6 +736,68 @@ impl<S: Store> Chain<S> {
             }
         }
         Ok(Some(work))
+    }
+
+    /// Checks `headers[from..]` against the header rules (§10.1 of PROTOCOL.md: version,
+    /// height, the target the retarget rule requires, proof of work, time above the
+    /// median and not too far ahead), as a branch continuing the stored block that
+    /// `headers[0]` builds on, with `headers[..from]` (already checked) as their
+    /// ancestors. The headers must link up (each `prev` the previous one's hash).
+    ///
+    /// Returns the index of the first header that breaks a rule, with the rule; a first
+    /// header whose parent is not stored is `UnknownParent` at index 0.
+    pub fn check_header_chain(
+        &self,
+        headers: &[raclette_protocol::BlockHeader],
+        from: usize,
+        now_ms: u64,
+    ) -> Result<Result<(), (usize, HeaderChainError)>, StoreError> {
+        let Some(first) = headers.first() else { return Ok(Ok(())) };
+        let reader = self.store.reader()?;
+        let Some(base) = reader.entry(&first.prev)? else {
+            return Ok(Err((0, HeaderChainError::UnknownParent(first.prev))));
+        };
+        let params = &self.rules.params;
+        let base_height = base.height();
+        // The header at `height` on this branch (at most the parent of the one checked).
+        let header_at = |height: u64| -> Result<raclette_protocol::BlockHeader, StoreError> {
+            match height.checked_sub(base_height + 1) {
+                Some(index) => Ok(headers[index as usize]),
+                None => Ok(ancestor(&reader, &base, height)?.header),
+            }
+        };
+        // Timestamps of the eleven blocks before `headers[from]`, oldest first.
+        let start_height = base_height + 1 + from as u64;
+        let mut times: VecDeque<u64> = VecDeque::with_capacity(MEDIAN_TIME_BLOCKS + 1);
+        for height in start_height.saturating_sub(MEDIAN_TIME_BLOCKS as u64)..start_height {
+            times.push_back(header_at(height)?.time_ms);
+        }
+        for (index, header) in headers.iter().enumerate().skip(from) {
+            let parent = match index {
+                0 => base.header,
+                _ => headers[index - 1],
+            };
+            let height = parent.height + 1;
+            let expected_bits = if params.is_retarget_height(height) {
+                let first = header_at(height - params.retarget_interval)?;
+                params.retarget_bits(parent.bits, first.time_ms, parent.time_ms)
+            } else {
+                parent.bits
+            };
+            let context = HeaderContext {
+                parent_height: parent.height,
+                expected_bits,
+                median_time_ms: median_time(times.iter().copied().collect()),
+            };
+            if let Err(error) = check_header(params, header, &context, now_ms) {
+                return Ok(Err((index, HeaderChainError::Header(error))));
+            }
+            times.push_back(header.time_ms);
+            if times.len() > MEDIAN_TIME_BLOCKS {
+                times.pop_front();
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// What the next block on the tip must carry.

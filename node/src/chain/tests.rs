@@ -1,11 +1,13 @@
 //! Consensus rules one by one, fork choice, deep reorgs, and import order independence.
 
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
 use proptest::prelude::*;
 use raclette_protocol::encryption::{EncryptedMessage, MAX_CIPHERTEXT_BYTES};
 use raclette_protocol::transaction::TransferError;
 use raclette_protocol::{
-    Amount, Block, BlockHash, Coinbase, CompactTarget, Keypair, NetworkId, Target, Transaction,
-    Transfer,
+    Amount, Block, BlockHash, BlockHeader, Coinbase, CompactTarget, Keypair, NetworkId, Target,
+    Transaction, Transfer,
 };
 
 use super::*;
@@ -895,4 +897,89 @@ fn given_headers_of_a_branch_then_their_work_continues_the_fork_point() {
     let mut stray = b2.header;
     stray.prev = BlockHash::from_bytes([7; 32]);
     assert_eq!(chain.work_of_headers(&[stray]).unwrap(), None, "unknown base");
+}
+
+/// A builder chain on `params` of `n` blocks, and a chain holding only its first `held`.
+fn header_chains(params: &NetworkParams, n: u64, held: u64) -> (Vec<BlockHeader>, TestChain) {
+    let alice = keypair("alice");
+    let mut builder = Chain::open(MemoryStore::new(), params.clone(), None).unwrap();
+    let mut follower = Chain::open(MemoryStore::new(), params.clone(), None).unwrap();
+    let mut headers = Vec::new();
+    for height in 1..=n {
+        // Uneven spacing, so that each retarget gives a different target.
+        let block = mine_on(&builder, &tip_hash(&builder), &alice, vec![], height * height * 7);
+        builder.import_block(block.clone(), NOW).unwrap();
+        if height <= held {
+            follower.import_block(block, NOW).unwrap();
+        } else {
+            headers.push(block.header);
+        }
+    }
+    (headers, follower)
+}
+
+#[test]
+fn given_headers_across_retargets_then_the_chain_check_agrees_with_block_import() {
+    let params = NetworkParams { retarget_interval: 4, ..easy_params() };
+    let (headers, follower) = header_chains(&params, 14, 2);
+    let bits: HashSet<CompactTarget> = headers.iter().map(|h| h.bits).collect();
+    assert!(bits.len() >= 3, "the retargets moved the target: {bits:?}");
+
+    assert_eq!(follower.check_header_chain(&headers, 0, NOW).unwrap(), Ok(()));
+    // Page by page, each page checked with the earlier ones as its context.
+    for from in [1, 5, 11] {
+        assert_eq!(follower.check_header_chain(&headers, from, NOW).unwrap(), Ok(()));
+    }
+}
+
+#[test]
+fn given_a_header_breaking_a_rule_then_the_chain_check_names_it_and_the_rule() {
+    let params = NetworkParams { retarget_interval: 4, ..easy_params() };
+    let (headers, follower) = header_chains(&params, 10, 2);
+    let check = |tampered: &[BlockHeader]| follower.check_header_chain(tampered, 0, NOW).unwrap();
+    let solve_again = |header: BlockHeader| {
+        crate::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0)).unwrap()
+    };
+    // Relinks everything after `at` to the tampered header, so only it breaks a rule.
+    let tamper = |at: usize, change: &dyn Fn(&mut BlockHeader)| {
+        let mut tampered = headers.clone();
+        change(&mut tampered[at]);
+        tampered[at] = solve_again(tampered[at]);
+        for index in at + 1..tampered.len() {
+            tampered[index].prev = tampered[index - 1].hash();
+            tampered[index] = solve_again(tampered[index]);
+        }
+        tampered
+    };
+    let harder = Target::from_expected_hashes_log2(9).to_compact();
+
+    // headers[i] is at height 3 + i; heights 4 and 8 retarget.
+    let wrong_target = check(&tamper(3, &|h| h.bits = harder));
+    assert!(
+        matches!(wrong_target, Err((3, HeaderChainError::Header(HeaderError::WrongTarget { .. })))),
+        "{wrong_target:?}"
+    );
+    assert!(params.is_retarget_height(headers[1].height));
+    assert_ne!(headers[1].bits, headers[0].bits, "the retarget moved the target");
+    let no_retarget = check(&tamper(1, &|h| h.bits = headers[0].bits));
+    assert!(
+        matches!(no_retarget, Err((1, HeaderChainError::Header(HeaderError::WrongTarget { .. })))),
+        "{no_retarget:?}"
+    );
+    let old = check(&tamper(4, &|h| h.time_ms = 1));
+    assert!(
+        matches!(old, Err((4, HeaderChainError::Header(HeaderError::TimeTooOld { .. })))),
+        "{old:?}"
+    );
+    let height = check(&tamper(2, &|h| h.height += 1));
+    assert!(
+        matches!(height, Err((2, HeaderChainError::Header(HeaderError::BadHeight { .. })))),
+        "{height:?}"
+    );
+    let mut unsolved = headers.clone();
+    while unsolved[6].bits.to_target().unwrap().is_met_by(&unsolved[6].hash()) {
+        unsolved[6].nonce += 1;
+    }
+    assert!(matches!(check(&unsolved), Err((6, HeaderChainError::Header(HeaderError::BadPow)))));
+    assert!(matches!(check(&headers[1..]), Err((0, HeaderChainError::UnknownParent(_)))));
 }

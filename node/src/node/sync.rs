@@ -15,8 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::{Internal, Node, Notice, now_ms};
-use crate::chain::ImportError;
-use crate::chain::validate::check_proof_of_work;
+use crate::chain::{HeaderChainError, ImportError};
 use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 
 /// Block requests in flight per peer.
@@ -318,21 +317,12 @@ impl Node {
             return;
         }
         let full_page = headers.len() >= MAX_HEADERS_PER_RESPONSE;
+        let checked = collected.len();
         let mut previous = collected.last().map(BlockHeader::hash);
         for header in headers {
-            if check_proof_of_work(self.chain.params(), &header).is_err() {
-                warn!(%peer, height = header.height, "headers lack proof of work");
-                self.sync.failed(peer);
-                self.client
-                    .penalize(peer, Penalty::LowTolerance, "headers without proof of work")
-                    .await;
-                return;
-            }
-            let links = match previous {
-                Some(hash) => header.prev == hash,
-                None => self.chain.knows(&header.prev).unwrap_or(false),
-            };
-            if !links {
+            // (The first page's first header must build on a stored block: the check
+            // below says so if it does not.)
+            if previous.is_some_and(|hash| header.prev != hash) {
                 // An honest peer whose chain moved between two pages answers this way
                 // too: try again later rather than blame it.
                 debug!(%peer, height = header.height, "headers do not link; starting over");
@@ -341,6 +331,27 @@ impl Node {
             }
             previous = Some(header.hash());
             collected.push(header);
+        }
+        // The header rules, each new header in the context of those before it: a branch
+        // whose targets or times break them is not downloaded, however much work it
+        // claims.
+        let verdict = match self.chain.check_header_chain(collected, checked, now_ms()) {
+            Ok(verdict) => verdict,
+            Err(error) => self.fatal(error),
+        };
+        if let Err((index, error)) = verdict {
+            let height = collected.get(index).map_or(0, |header| header.height);
+            self.sync.failed(peer);
+            match error {
+                HeaderChainError::Header(error) if error.is_peer_fault() => {
+                    warn!(%peer, height, %error, "invalid headers");
+                    self.client
+                        .penalize(peer, Penalty::LowTolerance, format!("invalid headers: {error}"))
+                        .await;
+                }
+                error => debug!(%peer, height, %error, "headers not usable now; starting over"),
+            }
+            return;
         }
         if full_page && collected.len() < MAX_COLLECTED_HEADERS {
             // Continue after what we have, and give our own chain as a fallback in case

@@ -525,7 +525,7 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
     mallory.dial(&read_peer_address(&alice));
 
     wait_for("Alice to see through the claim", PATIENCE, || {
-        alice.log().contains("its headers do not lead to more work than ours").then_some(())
+        alice.log().contains("its headers do not lead to the work it announced").then_some(())
     });
     assert!(!alice.log().contains("catching up"), "{}", alice.log());
     assert_eq!(alice.height(), 2);
@@ -589,6 +589,87 @@ fn given_headers_with_a_harder_target_than_the_rules_give_then_they_are_refused(
     assert!(alice.log().contains("is not the required"), "{}", alice.log());
     assert!(!alice.log().contains("catching up"), "{}", alice.log());
     assert_eq!(alice.height(), 2);
+}
+
+#[test]
+fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download_goes_on() {
+    use raclette_node::network::{InboundProtocol, Protocol};
+    use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
+    use raclette_protocol::{Block, BlockHash, Transaction, WireMessage};
+    use std::collections::HashMap;
+
+    let net = Net::new("forged", 8);
+    // Bob mines forty blocks on his own (three pages of blocks to download).
+    let bob_alone = NodeOptions { trackers: Vec::new(), ..net.options.clone() };
+    let bob_dir = net.dir.path().join("bob");
+    let mut bob = NodeProcess::start("bob", &bob_dir, &bob_alone);
+    bob.mine(40);
+
+    // Mallory copies Bob's chain, then changes every block body (the coinbase memo):
+    // the headers, hashes and work stay Bob's.
+    let key = raclette_protocol::Keypair::from_secret_bytes([0x68; 32]).unwrap();
+    let copier = RawPeer::start(key.clone(), net.params.network_id(), &[]);
+    copier.dial(&read_peer_address(&bob));
+    let hashes: Vec<BlockHash> =
+        (1..=40).map(|height| block_hash(&bob, height).parse().unwrap()).collect();
+    let mut blocks: Vec<Block> = Vec::new();
+    for page in hashes.chunks(16) {
+        let request = SyncRequest::Blocks { hashes: page.to_vec() }.encode();
+        let answer = copier.request(&bob.peer_id, Protocol::Sync, request).unwrap();
+        let Ok(SyncResponse::Blocks(page)) = SyncResponse::decode(&answer) else { panic!() };
+        blocks.extend(page);
+    }
+    drop(copier);
+    bob.stop();
+    let headers: Vec<_> = blocks.iter().map(|block| block.header).collect();
+    let work = headers
+        .iter()
+        .fold(net.params.genesis().header.bits.to_target().unwrap().work(), |w, h| {
+            w + h.bits.to_target().unwrap().work()
+        });
+    let claimed = ChainStatus {
+        network: net.params.network_id(),
+        height: 40,
+        tip: *hashes.last().unwrap(),
+        work,
+    };
+    let forged: HashMap<BlockHash, Block> = blocks
+        .into_iter()
+        .map(|mut block| {
+            if let Some(Transaction::Coinbase(coinbase)) = block.transactions.first_mut() {
+                coinbase.memo = b"not what the header commits to".to_vec();
+            }
+            (block.hash(), block)
+        })
+        .collect();
+    // She gives no headers (so she is never the one Alice catches up from), only bodies.
+    let mallory =
+        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
+            protocol,
+            SyncRequest::decode(bytes),
+        ) {
+            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
+                SyncResponse::Status(claimed.clone()).encode()
+            }
+            (InboundProtocol::Sync, Ok(SyncRequest::Blocks { hashes })) => SyncResponse::Blocks(
+                hashes.iter().filter_map(|hash| forged.get(hash).cloned()).collect(),
+            )
+            .encode(),
+            _ => SyncResponse::Refused { reason: "not today".into() }.encode(),
+        });
+
+    // Alice meets both and catches up from Bob, with Mallory helping: her pages are
+    // refused on arrival and asked of Bob, in the same download.
+    let alice = net.node("alice");
+    mallory.dial(&read_peer_address(&alice));
+    let bob = NodeProcess::start("bob", &bob_dir, &net.options);
+    wait_for("Alice to catch up from Bob", PATIENCE, || (alice.tip() == bob.tip()).then_some(()));
+    let log = alice.log();
+    assert!(log.contains("a block body that is not its header's"), "{log}");
+    let downloads_from_bob =
+        log.lines().filter(|l| l.contains("catching up") && l.contains(&bob.peer_id)).count();
+    assert_eq!(downloads_from_bob, 1, "one download: {log}");
+    assert!(!log.contains("invalid block while catching up"), "{log}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::{Internal, Node, Notice, now_ms};
+use crate::chain::validate::check_commitment;
 use crate::chain::{HeaderChainError, ImportError};
 use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 
@@ -40,16 +41,20 @@ const DOWNLOAD_WINDOW: usize = 16 * MAX_BLOCKS_PER_REQUEST;
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait before trying a failing peer again.
 const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(300);
+/// A peer whose block requests fail (time out, are refused) this many times in one
+/// download is not asked again in it; one that answers without the blocks, at once.
+const MAX_PAGE_FAILURES: u32 = 3;
 
-/// What a sync request was, to interpret its answer.
+/// What a sync request was, to interpret its answer. Headers and blocks requests carry
+/// the attempt they belong to: an answer that comes after its attempt ended is ignored.
 #[derive(Debug, Clone)]
 pub(super) enum SentRequest {
     /// The handshake.
     Status,
     /// Headers after our locator.
-    Headers,
+    Headers { attempt: u64 },
     /// These blocks.
-    Blocks(Vec<BlockHash>),
+    Blocks { attempt: u64, hashes: Vec<BlockHash> },
 }
 
 /// Where catching up stands.
@@ -60,6 +65,8 @@ pub(super) struct SyncState {
     phase: Phase,
     /// Peers whose last attempt led nowhere, and when they may be tried again.
     retry: Backoff,
+    /// Attempts to catch up started so far (numbers them).
+    attempts: u64,
 }
 
 impl Default for SyncState {
@@ -68,6 +75,7 @@ impl Default for SyncState {
             statuses: HashMap::new(),
             phase: Phase::default(),
             retry: Backoff::new(RETRY_AFTER, RETRY_AT_MOST_EVERY),
+            attempts: 0,
         }
     }
 }
@@ -78,13 +86,15 @@ enum Phase {
     #[default]
     Idle,
     /// Asking `peer` for headers; `headers` continue our chain.
-    Headers { peer: PeerId, headers: Vec<BlockHeader> },
+    Headers { peer: PeerId, headers: Vec<BlockHeader>, attempt: u64 },
     /// Downloading the blocks of a header chain.
     Blocks(Box<Download>),
 }
 
 #[derive(Debug, Default)]
 struct Download {
+    /// The attempt this download belongs to.
+    attempt: u64,
     /// Every block to get, in chain order.
     order: Vec<BlockHash>,
     /// Each block's index in `order`.
@@ -97,8 +107,12 @@ struct Download {
     in_flight: HashMap<BlockHash, (PeerId, Instant)>,
     /// Arrived, waiting for their turn, with who sent them.
     received: HashMap<BlockHash, (Block, PeerId)>,
-    /// Peers that failed to deliver blocks they were asked for (answered without them,
-    /// refused, or did not answer): not asked again in this download.
+    /// Block requests waiting for an answer, per peer.
+    requests: HashMap<PeerId, usize>,
+    /// Failed block requests, per peer.
+    failures: HashMap<PeerId, u32>,
+    /// Peers that cannot deliver (answered without blocks they were asked for, sent a
+    /// body that is not its header's, or failed too often): not asked again.
     unhelpful: HashSet<PeerId>,
     /// Height of the last header.
     target_height: u64,
@@ -133,6 +147,27 @@ impl SyncState {
             .map(|(peer, _)| *peer)
     }
 
+    /// Numbers a new attempt to catch up.
+    fn next_attempt(&mut self) -> u64 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Whether an answer to `request` belongs to the attempt under way.
+    fn is_current(&self, request: &SentRequest) -> bool {
+        let current = match &self.phase {
+            Phase::Idle => None,
+            Phase::Headers { attempt, .. } => Some(*attempt),
+            Phase::Blocks(download) => Some(download.attempt),
+        };
+        match request {
+            SentRequest::Status => true,
+            SentRequest::Headers { attempt } | SentRequest::Blocks { attempt, .. } => {
+                current == Some(*attempt)
+            }
+        }
+    }
+
     /// An attempt to catch up from `peer` led nowhere: wait before the next.
     fn failed(&mut self, peer: PeerId) {
         self.retry.tried(peer, Instant::now());
@@ -144,7 +179,10 @@ impl SyncState {
         self.statuses.remove(peer);
         match &mut self.phase {
             Phase::Headers { peer: from, .. } if from == peer => self.phase = Phase::Idle,
-            Phase::Blocks(download) => download.requeue_from(peer),
+            Phase::Blocks(download) => {
+                download.requeue_from(peer);
+                download.requests.remove(peer);
+            }
             _ => {}
         }
     }
@@ -161,8 +199,39 @@ impl Download {
     }
 
     fn requests_of(&self, peer: &PeerId) -> usize {
-        let blocks = self.in_flight.values().filter(|(p, _)| p == peer).count();
-        blocks.div_ceil(MAX_BLOCKS_PER_REQUEST)
+        self.requests.get(peer).copied().unwrap_or(0)
+    }
+
+    /// A block request to `peer` was answered or failed.
+    fn request_ended(&mut self, peer: &PeerId) {
+        if let Some(count) = self.requests.get_mut(peer) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Whether `hash` is still to be imported and has not arrived yet.
+    fn wants(&self, hash: &BlockHash) -> bool {
+        self.position.get(hash).is_some_and(|at| *at >= self.next)
+            && !self.received.contains_key(hash)
+    }
+
+    /// Whether `hash` is in flight from `peer`.
+    fn asked_of(&self, hash: &BlockHash, peer: &PeerId) -> bool {
+        self.in_flight.get(hash).is_some_and(|(owner, _)| owner == peer)
+    }
+
+    /// Puts `hashes` that were in flight from `peer` back at the front of the queue, in
+    /// order; returns whether there were any.
+    fn requeue(&mut self, peer: &PeerId, hashes: &[BlockHash]) -> bool {
+        let mut any = false;
+        for hash in hashes.iter().rev() {
+            if self.asked_of(hash, peer) {
+                self.in_flight.remove(hash);
+                self.queue.push_front(*hash);
+                any = true;
+            }
+        }
+        any
     }
 
     /// The next page to ask for: up to a request's worth from the front of the queue,
@@ -173,7 +242,12 @@ impl Download {
             && let Some(hash) = self.queue.front()
             && self.position.get(hash).is_some_and(|at| *at < self.next + DOWNLOAD_WINDOW)
         {
-            page.extend(self.queue.pop_front());
+            let hash = *hash;
+            self.queue.pop_front();
+            // (A late answer may have brought it meanwhile.)
+            if self.wants(&hash) && !self.in_flight.contains_key(&hash) {
+                page.push(hash);
+            }
         }
         page
     }
@@ -228,10 +302,11 @@ impl Node {
             Err(error) => self.fatal(error),
         };
         debug!(%peer, "asking for headers");
-        self.sync.phase = Phase::Headers { peer, headers: Vec::new() };
+        let attempt = self.sync.next_attempt();
+        self.sync.phase = Phase::Headers { peer, headers: Vec::new(), attempt };
         self.sync_request(
             peer,
-            SentRequest::Headers,
+            SentRequest::Headers { attempt },
             SyncRequest::Headers { locator, limit: MAX_HEADERS_PER_RESPONSE as u32 },
         );
     }
@@ -242,6 +317,10 @@ impl Node {
         request: SentRequest,
         result: Result<Vec<u8>, RequestError>,
     ) {
+        if !self.sync.is_current(&request) {
+            debug!(%peer, ?request, "an answer for an attempt that has ended: ignored");
+            return;
+        }
         let response = match result {
             Ok(bytes) => match SyncResponse::decode(&bytes) {
                 Ok(response) => response,
@@ -267,11 +346,11 @@ impl Node {
             (SentRequest::Status, SyncResponse::Status(status)) => {
                 self.take_status(peer, status).await;
             }
-            (SentRequest::Headers, SyncResponse::Headers(headers)) => {
+            (SentRequest::Headers { .. }, SyncResponse::Headers(headers)) => {
                 self.on_headers(peer, headers).await
             }
-            (SentRequest::Blocks(asked), SyncResponse::Blocks(blocks)) => {
-                self.on_blocks(peer, asked, blocks).await
+            (SentRequest::Blocks { hashes, .. }, SyncResponse::Blocks(blocks)) => {
+                self.on_blocks(peer, hashes, blocks).await
             }
             (request, SyncResponse::Refused { reason }) => {
                 debug!(%peer, %reason, ?request, "sync request refused");
@@ -292,17 +371,20 @@ impl Node {
 
     fn sync_failed(&mut self, peer: PeerId, request: SentRequest) {
         match (request, &mut self.sync.phase) {
-            (SentRequest::Headers, Phase::Headers { peer: from, .. }) if *from == peer => {
+            (SentRequest::Headers { .. }, Phase::Headers { peer: from, .. }) if *from == peer => {
                 self.sync.failed(peer)
             }
-            (SentRequest::Blocks(asked), Phase::Blocks(download)) => {
-                for hash in asked.into_iter().rev() {
-                    if download.in_flight.remove(&hash).is_some() {
-                        download.queue.push_front(hash);
-                    }
+            (SentRequest::Blocks { hashes, .. }, Phase::Blocks(download)) => {
+                download.request_ended(&peer);
+                download.requeue(&peer, &hashes);
+                // A slow link times out now and then: only a peer that keeps failing is
+                // left out (and the page goes to whoever is free first).
+                let failures = download.failures.entry(peer).or_default();
+                *failures += 1;
+                if *failures >= MAX_PAGE_FAILURES {
+                    debug!(%peer, "block requests keep failing: not asking this peer again");
+                    download.unhelpful.insert(peer);
                 }
-                // Someone else gets the page.
-                download.unhelpful.insert(peer);
                 self.request_blocks();
             }
             _ => {}
@@ -310,9 +392,11 @@ impl Node {
     }
 
     async fn on_headers(&mut self, peer: PeerId, headers: Vec<BlockHeader>) {
-        let Phase::Headers { peer: from, headers: collected } = &mut self.sync.phase else {
+        let Phase::Headers { peer: from, headers: collected, attempt } = &mut self.sync.phase
+        else {
             return;
         };
+        let attempt = *attempt;
         if *from != peer {
             return;
         }
@@ -362,7 +446,7 @@ impl Node {
             locator.truncate(raclette_protocol::wire::MAX_LOCATOR_HASHES);
             self.sync_request(
                 peer,
-                SentRequest::Headers,
+                SentRequest::Headers { attempt },
                 SyncRequest::Headers { locator, limit: MAX_HEADERS_PER_RESPONSE as u32 },
             );
             return;
@@ -388,12 +472,15 @@ impl Node {
             self.sync.failed(peer);
             return;
         }
-        // Headers first means blocks only for a branch that beats ours: a peer whose
-        // headers do not add up to more work than our tip said more than it had. (A
-        // capped collection is only a prefix of its branch: its blocks come anyway.)
+        // Headers first means blocks only for a branch that beats ours. A peer whose
+        // headers add up to less work than its status announced said more than it had;
+        // one whose branch merely no longer beats ours (our tip moved meanwhile) is
+        // honest, and just not useful now. (A capped collection is only a prefix of its
+        // branch: its blocks come anyway.)
         let work = self.chain.work_of_headers(&collected).unwrap_or_else(|error| self.fatal(error));
-        if !capped && work.is_none_or(|work| work <= self.chain.tip().work) {
-            warn!(%peer, "its headers do not lead to more work than ours: not fetching blocks");
+        let announced = self.sync.statuses.get(&peer).map(|status| status.work);
+        if !capped && work.is_none_or(|work| announced.is_some_and(|claim| work < claim)) {
+            warn!(%peer, "its headers do not lead to the work it announced: not fetching blocks");
             self.sync.failed(peer);
             self.sync.statuses.remove(&peer);
             self.client
@@ -401,8 +488,14 @@ impl Node {
                 .await;
             return;
         }
+        if !capped && work.is_some_and(|work| work <= self.chain.tip().work) {
+            debug!(%peer, "its branch no longer has more work than ours");
+            self.sync.failed(peer);
+            return;
+        }
         info!(%peer, blocks = order.len(), target_height, "catching up");
         self.sync.phase = Phase::Blocks(Box::new(Download {
+            attempt,
             queue: order.iter().copied().collect(),
             position: order.iter().enumerate().map(|(at, hash)| (*hash, at)).collect(),
             order,
@@ -419,17 +512,17 @@ impl Node {
     /// nobody left to ask, the download ends.
     fn request_blocks(&mut self) {
         let tip_work = self.chain.tip().work;
-        let statuses = &self.sync.statuses;
+        let (statuses, connected) = (&self.sync.statuses, &self.connected);
         let Phase::Blocks(download) = &mut self.sync.phase else { return };
         let mut helpers: Vec<PeerId> = statuses
             .iter()
             .filter(|(_, status)| status.work > tip_work)
             .map(|(peer, _)| *peer)
             .collect();
-        // The source has every block even once our tip passes the work its status gave,
-        // as long as it is still connected (it has a status).
+        // The source has every block (whatever its status said, or if it gave none) as
+        // long as it is connected.
         if let Some(source) = download.source
-            && statuses.contains_key(&source)
+            && connected.contains_key(&source)
             && !helpers.contains(&source)
         {
             helpers.push(source);
@@ -445,9 +538,11 @@ impl Node {
                 for hash in &page {
                     download.in_flight.insert(*hash, (*peer, Instant::now()));
                 }
+                *download.requests.entry(*peer).or_default() += 1;
                 pages.push((*peer, page));
             }
         }
+        let attempt = download.attempt;
         if helpers.is_empty() && download.in_flight.is_empty() {
             let source = download.source;
             warn!(
@@ -463,7 +558,7 @@ impl Node {
         for (peer, page) in pages {
             self.sync_request(
                 peer,
-                SentRequest::Blocks(page.clone()),
+                SentRequest::Blocks { attempt, hashes: page.clone() },
                 SyncRequest::Blocks { hashes: page },
             );
         }
@@ -471,29 +566,44 @@ impl Node {
 
     async fn on_blocks(&mut self, peer: PeerId, asked: Vec<BlockHash>, blocks: Vec<Block>) {
         let Phase::Blocks(download) = &mut self.sync.phase else { return };
-        let mut unasked = false;
+        download.request_ended(&peer);
+        let (mut unasked, mut forged) = (false, None);
         for block in blocks {
             let hash = block.hash();
-            if asked.contains(&hash) && download.in_flight.remove(&hash).is_some() {
-                download.received.insert(hash, (block, peer));
-            } else if !asked.contains(&hash) {
+            if !asked.contains(&hash) {
                 unasked = true;
+                continue;
             }
-        }
-        let mut lacked = false;
-        for hash in asked.into_iter().rev() {
-            if download.in_flight.remove(&hash).is_some() {
-                // The peer did not have it: ask someone else first thing.
-                download.queue.push_front(hash);
-                lacked = true;
+            if !download.wants(&hash) {
+                continue; // arrived from someone else meanwhile
             }
+            // The hash covers the header only: a body that is not the one the header
+            // commits to is this sender's fault, not the branch's.
+            if let Err(error) = check_commitment(&block) {
+                forged = Some(error);
+                continue;
+            }
+            if download.asked_of(&hash, &peer) {
+                download.in_flight.remove(&hash);
+            }
+            download.received.insert(hash, (block, peer));
         }
+        // What it was asked for and did not deliver: someone else, first thing.
+        let lacked = download.requeue(&peer, &asked);
         if lacked {
             debug!(%peer, "peer lacks blocks of the branch: not asking it again");
             download.unhelpful.insert(peer);
+        } else {
+            download.failures.remove(&peer);
         }
         if unasked {
             self.client.penalize(peer, Penalty::MidTolerance, "sent blocks nobody asked for").await;
+        }
+        if let Some(error) = forged {
+            warn!(%peer, %error, "a block body that is not its header's");
+            self.client
+                .penalize(peer, Penalty::LowTolerance, format!("forged block body: {error}"))
+                .await;
         }
         self.import_downloaded().await;
         self.request_blocks();
@@ -544,13 +654,14 @@ impl Node {
                 }
                 return;
             }
+            // Progress: the source's branch holds up so far.
+            if let Some(source) = source {
+                self.sync.retry.forget(&source);
+            }
             let height = self.chain.tip().height();
             self.notify(Notice::Syncing { height, target });
             if done {
                 info!(height, "caught up");
-                if let Some(source) = source {
-                    self.sync.retry.forget(&source);
-                }
                 self.sync.phase = Phase::Idle;
                 self.notify(Notice::Synced { height });
                 self.after_sync();

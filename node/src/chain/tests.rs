@@ -982,4 +982,13 @@ fn given_a_header_breaking_a_rule_then_the_chain_check_names_it_and_the_rule() {
     }
     assert!(matches!(check(&unsolved), Err((6, HeaderChainError::Header(HeaderError::BadPow)))));
     assert!(matches!(check(&headers[1..]), Err((0, HeaderChainError::UnknownParent(_)))));
+
+    // Across a page boundary the median takes in the earlier page: headers[5]'s median
+    // (of heights 0..=7) is headers[1]'s time; the stored blocks alone would allow it.
+    let boundary = tamper(5, &|h| h.time_ms = headers[1].time_ms);
+    let verdict = follower.check_header_chain(&boundary, 5, NOW).unwrap();
+    assert!(
+        matches!(verdict, Err((5, HeaderChainError::Header(HeaderError::TimeTooOld { .. })))),
+        "{verdict:?}"
+    );
 }

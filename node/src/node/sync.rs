@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::{Internal, Node, Notice, now_ms};
-use crate::chain::validate::check_commitment;
+use crate::chain::validate::{BlockError, check_commitment};
 use crate::chain::{HeaderChainError, ImportError};
 use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 
@@ -179,10 +179,8 @@ impl SyncState {
         self.statuses.remove(peer);
         match &mut self.phase {
             Phase::Headers { peer: from, .. } if from == peer => self.phase = Phase::Idle,
-            Phase::Blocks(download) => {
-                download.requeue_from(peer);
-                download.requests.remove(peer);
-            }
+            // (Its requests still end, each with a failure: that brings its count down.)
+            Phase::Blocks(download) => download.requeue_from(peer),
             _ => {}
         }
     }
@@ -378,12 +376,15 @@ impl Node {
                 download.request_ended(&peer);
                 download.requeue(&peer, &hashes);
                 // A slow link times out now and then: only a peer that keeps failing is
-                // left out (and the page goes to whoever is free first).
-                let failures = download.failures.entry(peer).or_default();
-                *failures += 1;
-                if *failures >= MAX_PAGE_FAILURES {
-                    debug!(%peer, "block requests keep failing: not asking this peer again");
-                    download.unhelpful.insert(peer);
+                // left out (and the page goes to whoever is free first). A peer that left
+                // is not at fault.
+                if self.connected.contains_key(&peer) {
+                    let failures = download.failures.entry(peer).or_default();
+                    *failures += 1;
+                    if *failures >= MAX_PAGE_FAILURES {
+                        debug!(%peer, "block requests keep failing: not asking this peer again");
+                        download.unhelpful.insert(peer);
+                    }
                 }
                 self.request_blocks();
             }
@@ -578,14 +579,15 @@ impl Node {
                 continue; // arrived from someone else meanwhile
             }
             // The hash covers the header only: a body that is not the one the header
-            // commits to is this sender's fault, not the branch's.
-            if let Err(error) = check_commitment(&block) {
+            // commits to is this sender's fault, not the branch's. (A body that matches
+            // but breaks a rule, too large say, is the branch's: import finds it.)
+            if let Err(error @ BlockError::BadMerkleRoot) = check_commitment(&block) {
                 forged = Some(error);
                 continue;
             }
-            if download.asked_of(&hash, &peer) {
-                download.in_flight.remove(&hash);
-            }
+            // Whoever else it was asked of meanwhile (a slow page given to another peer)
+            // is no longer waited for.
+            download.in_flight.remove(&hash);
             download.received.insert(hash, (block, peer));
         }
         // What it was asked for and did not deliver: someone else, first thing.
@@ -600,6 +602,9 @@ impl Node {
             self.client.penalize(peer, Penalty::MidTolerance, "sent blocks nobody asked for").await;
         }
         if let Some(error) = forged {
+            if let Phase::Blocks(download) = &mut self.sync.phase {
+                download.unhelpful.insert(peer);
+            }
             warn!(%peer, %error, "a block body that is not its header's");
             self.client
                 .penalize(peer, Penalty::LowTolerance, format!("forged block body: {error}"))

@@ -480,12 +480,73 @@ fn given_a_long_mining_session_when_asked_to_stop_then_it_stops_and_reports() {
     assert_eq!(alice.post("mine/stop", json!({})).1["stopped"], false);
 }
 
+/// A peer that announces `claimed` as its chain and answers the other sync requests with
+/// `answer` (with nothing at all where that gives `None`, and on other protocols).
+fn sync_peer(
+    net: &Net,
+    seed: u8,
+    claimed: raclette_protocol::wire::ChainStatus,
+    answer: impl Fn(
+        raclette_protocol::wire::SyncRequest,
+    ) -> Option<raclette_protocol::wire::SyncResponse>
+    + Send
+    + 'static,
+) -> RawPeer {
+    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::WireMessage;
+    use raclette_protocol::wire::{SyncRequest, SyncResponse};
+
+    let key = raclette_protocol::Keypair::from_secret_bytes([seed; 32]).unwrap();
+    RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| {
+        match (protocol, SyncRequest::decode(bytes)) {
+            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
+                SyncResponse::Status(claimed.clone()).encode()
+            }
+            (InboundProtocol::Sync, Ok(request)) => {
+                answer(request).map_or_else(Vec::new, |response| response.encode())
+            }
+            _ => Vec::new(),
+        }
+    })
+}
+
+/// `count` headers on genesis at `bits`, a second apart, each with its proof of work.
+fn headers_on_genesis(
+    net: &Net,
+    bits: raclette_protocol::CompactTarget,
+    count: usize,
+) -> Vec<raclette_protocol::BlockHeader> {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    let mut headers = Vec::with_capacity(count);
+    let mut parent = net.params.genesis().header;
+    for _ in 0..count {
+        let mut header = parent;
+        header.height = parent.height + 1;
+        header.prev = parent.hash();
+        header.time_ms = parent.time_ms + 1000;
+        header.bits = bits;
+        parent =
+            raclette_node::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
+                .unwrap();
+        headers.push(parent);
+    }
+    headers
+}
+
+/// The work of genesis and `headers` after it.
+fn work_after_genesis(
+    net: &Net,
+    headers: &[raclette_protocol::BlockHeader],
+) -> raclette_protocol::Work {
+    let work_of = |bits: raclette_protocol::CompactTarget| bits.to_target().unwrap().work();
+    headers.iter().fold(work_of(net.params.genesis().header.bits), |work, h| work + work_of(h.bits))
+}
+
 #[test]
 fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_fetched() {
-    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::Work;
     use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
-    use raclette_protocol::{WireMessage, Work};
-    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     let net = Net::new("liar", 8);
     let alice = net.node("alice");
@@ -493,35 +554,18 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
 
     // Mallory has one real block on genesis (less work than Alice's two) and claims a
     // chain of a thousand.
-    let genesis = net.params.genesis();
-    let mut header = genesis.header;
-    header.height = 1;
-    header.prev = genesis.hash();
-    header.time_ms = genesis.header.time_ms + 1;
-    let header =
-        raclette_node::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
-            .unwrap();
-    let one_block_work = header.bits.to_target().unwrap().work();
+    let headers = headers_on_genesis(&net, net.params.genesis().header.bits, 1);
+    let one_block_work = headers[0].bits.to_target().unwrap().work();
     let claimed = ChainStatus {
         network: net.params.network_id(),
         height: 1000,
-        tip: header.hash(),
+        tip: headers[0].hash(),
         work: (0..1000).fold(Work::ZERO, |work, _| work + one_block_work),
     };
-    let key = raclette_protocol::Keypair::from_secret_bytes([0x64; 32]).unwrap();
-    let mallory =
-        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
-            protocol,
-            SyncRequest::decode(bytes),
-        ) {
-            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
-                SyncResponse::Status(claimed.clone()).encode()
-            }
-            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
-                SyncResponse::Headers(vec![header]).encode()
-            }
-            _ => Vec::new(),
-        });
+    let mallory = sync_peer(&net, 0x64, claimed, move |request| match request {
+        SyncRequest::Headers { .. } => Some(SyncResponse::Headers(headers.clone())),
+        _ => None,
+    });
     mallory.dial(&read_peer_address(&alice));
 
     wait_for("Alice to see through the claim", PATIENCE, || {
@@ -533,10 +577,8 @@ fn given_a_peer_announcing_more_work_than_its_headers_carry_then_no_blocks_are_f
 
 #[test]
 fn given_headers_with_a_harder_target_than_the_rules_give_then_they_are_refused() {
-    use raclette_node::network::InboundProtocol;
+    use raclette_protocol::Target;
     use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
-    use raclette_protocol::{Target, WireMessage, Work};
-    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     let net = Net::new("harder", 8);
     let alice = net.node("alice");
@@ -544,43 +586,17 @@ fn given_headers_with_a_harder_target_than_the_rules_give_then_they_are_refused(
 
     // Mallory's three headers each carry twice the work the rules allow (and have it: a
     // harder target, really met), so together they beat Alice's two blocks.
-    let genesis = net.params.genesis();
-    let harder = Target::from_expected_hashes_log2(9).to_compact();
-    let mut headers = Vec::new();
-    let mut parent = genesis.header;
-    for _ in 0..3 {
-        let mut header = parent;
-        header.height = parent.height + 1;
-        header.prev = parent.hash();
-        header.time_ms = parent.time_ms + 1000;
-        header.bits = harder;
-        let header =
-            raclette_node::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
-                .unwrap();
-        headers.push(header);
-        parent = header;
-    }
-    let work = (0..3).fold(Work::ZERO, |work, _| work + harder.to_target().unwrap().work());
+    let headers = headers_on_genesis(&net, Target::from_expected_hashes_log2(9).to_compact(), 3);
     let claimed = ChainStatus {
         network: net.params.network_id(),
         height: 3,
-        tip: parent.hash(),
-        work: work + genesis.header.bits.to_target().unwrap().work(),
+        tip: headers[2].hash(),
+        work: work_after_genesis(&net, &headers),
     };
-    let key = raclette_protocol::Keypair::from_secret_bytes([0x67; 32]).unwrap();
-    let mallory =
-        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
-            protocol,
-            SyncRequest::decode(bytes),
-        ) {
-            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
-                SyncResponse::Status(claimed.clone()).encode()
-            }
-            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
-                SyncResponse::Headers(headers.clone()).encode()
-            }
-            _ => Vec::new(),
-        });
+    let mallory = sync_peer(&net, 0x67, claimed, move |request| match request {
+        SyncRequest::Headers { .. } => Some(SyncResponse::Headers(headers.clone())),
+        _ => None,
+    });
     mallory.dial(&read_peer_address(&alice));
 
     wait_for("Alice to refuse the headers", PATIENCE, || {
@@ -593,7 +609,7 @@ fn given_headers_with_a_harder_target_than_the_rules_give_then_they_are_refused(
 
 #[test]
 fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download_goes_on() {
-    use raclette_node::network::{InboundProtocol, Protocol};
+    use raclette_node::network::Protocol;
     use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
     use raclette_protocol::{Block, BlockHash, Transaction, WireMessage};
     use std::collections::HashMap;
@@ -608,7 +624,7 @@ fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download
     // Mallory copies Bob's chain, then changes every block body (the coinbase memo):
     // the headers, hashes and work stay Bob's.
     let key = raclette_protocol::Keypair::from_secret_bytes([0x68; 32]).unwrap();
-    let copier = RawPeer::start(key.clone(), net.params.network_id(), &[]);
+    let copier = RawPeer::start(key, net.params.network_id(), &[]);
     copier.dial(&read_peer_address(&bob));
     let hashes: Vec<BlockHash> =
         (1..=40).map(|height| block_hash(&bob, height).parse().unwrap()).collect();
@@ -622,16 +638,11 @@ fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download
     drop(copier);
     bob.stop();
     let headers: Vec<_> = blocks.iter().map(|block| block.header).collect();
-    let work = headers
-        .iter()
-        .fold(net.params.genesis().header.bits.to_target().unwrap().work(), |w, h| {
-            w + h.bits.to_target().unwrap().work()
-        });
     let claimed = ChainStatus {
         network: net.params.network_id(),
         height: 40,
         tip: *hashes.last().unwrap(),
-        work,
+        work: work_after_genesis(&net, &headers),
     };
     let forged: HashMap<BlockHash, Block> = blocks
         .into_iter()
@@ -643,20 +654,12 @@ fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download
         })
         .collect();
     // She gives no headers (so she is never the one Alice catches up from), only bodies.
-    let mallory =
-        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
-            protocol,
-            SyncRequest::decode(bytes),
-        ) {
-            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
-                SyncResponse::Status(claimed.clone()).encode()
-            }
-            (InboundProtocol::Sync, Ok(SyncRequest::Blocks { hashes })) => SyncResponse::Blocks(
-                hashes.iter().filter_map(|hash| forged.get(hash).cloned()).collect(),
-            )
-            .encode(),
-            _ => SyncResponse::Refused { reason: "not today".into() }.encode(),
-        });
+    let mallory = sync_peer(&net, 0x68, claimed, move |request| match request {
+        SyncRequest::Blocks { hashes } => Some(SyncResponse::Blocks(
+            hashes.iter().filter_map(|hash| forged.get(hash).cloned()).collect(),
+        )),
+        _ => Some(SyncResponse::Refused { reason: "not today".into() }),
+    });
 
     // Alice meets both and catches up from Bob, with Mallory helping: her pages are
     // refused on arrival and asked of Bob, in the same download.
@@ -674,9 +677,8 @@ fn given_a_helper_sending_forged_block_bodies_then_it_is_blamed_and_the_download
 
 #[test]
 fn given_a_peer_claiming_more_work_that_answers_with_nothing_then_the_node_syncs_from_others() {
-    use raclette_node::network::InboundProtocol;
     use raclette_protocol::wire::{ChainStatus, SyncRequest, SyncResponse};
-    use raclette_protocol::{BlockHash, WireMessage, Work};
+    use raclette_protocol::{BlockHash, Work};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -701,22 +703,14 @@ fn given_a_peer_claiming_more_work_that_answers_with_nothing_then_the_node_syncs
     };
     let asked = Arc::new(AtomicBool::new(false));
     let asked_in_answer = asked.clone();
-    let key = raclette_protocol::Keypair::from_secret_bytes([0x66; 32]).unwrap();
-    let mallory =
-        RawPeer::start_answering(key, net.params.network_id(), &[], move |protocol, bytes| match (
-            protocol,
-            SyncRequest::decode(bytes),
-        ) {
-            (InboundProtocol::Sync, Ok(SyncRequest::Status(_))) => {
-                SyncResponse::Status(claimed.clone()).encode()
-            }
-            (InboundProtocol::Sync, Ok(SyncRequest::Headers { .. })) => {
-                asked_in_answer.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_secs(4));
-                SyncResponse::Headers(Vec::new()).encode()
-            }
-            _ => Vec::new(),
-        });
+    let mallory = sync_peer(&net, 0x66, claimed, move |request| match request {
+        SyncRequest::Headers { .. } => {
+            asked_in_answer.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(4));
+            Some(SyncResponse::Headers(Vec::new()))
+        }
+        _ => None,
+    });
     mallory.dial(&read_peer_address(&alice));
     wait_for("Alice to ask Mallory for headers", PATIENCE, || {
         asked.load(Ordering::SeqCst).then_some(())

@@ -91,7 +91,7 @@ enum Phase {
     Blocks(Box<Download>),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Download {
     /// The attempt this download belongs to.
     attempt: u64,
@@ -117,9 +117,9 @@ struct Download {
     /// Height of the last header.
     target_height: u64,
     /// The peer whose headers these are: it has every block.
-    source: Option<PeerId>,
+    source: PeerId,
     /// When the last block was imported (or the download began).
-    progress_at: Option<Instant>,
+    progress_at: Instant,
 }
 
 impl SyncState {
@@ -190,10 +190,7 @@ impl Download {
     fn requeue_from(&mut self, peer: &PeerId) {
         let lost: Vec<BlockHash> =
             self.in_flight.iter().filter(|(_, (p, _))| p == peer).map(|(h, _)| *h).collect();
-        for hash in lost {
-            self.in_flight.remove(&hash);
-            self.queue.push_front(hash);
-        }
+        self.requeue(peer, &lost);
     }
 
     fn requests_of(&self, peer: &PeerId) -> usize {
@@ -500,10 +497,15 @@ impl Node {
             queue: order.iter().copied().collect(),
             position: order.iter().enumerate().map(|(at, hash)| (*hash, at)).collect(),
             order,
+            next: 0,
+            in_flight: HashMap::new(),
+            received: HashMap::new(),
+            requests: HashMap::new(),
+            failures: HashMap::new(),
+            unhelpful: HashSet::new(),
             target_height,
-            source: Some(peer),
-            progress_at: Some(Instant::now()),
-            ..Download::default()
+            source: peer,
+            progress_at: Instant::now(),
         }));
         self.request_blocks();
     }
@@ -522,11 +524,8 @@ impl Node {
             .collect();
         // The source has every block (whatever its status said, or if it gave none) as
         // long as it is connected.
-        if let Some(source) = download.source
-            && connected.contains_key(&source)
-            && !helpers.contains(&source)
-        {
-            helpers.push(source);
+        if connected.contains_key(&download.source) && !helpers.contains(&download.source) {
+            helpers.push(download.source);
         }
         helpers.retain(|peer| !download.unhelpful.contains(peer));
         let mut pages = Vec::new();
@@ -550,10 +549,7 @@ impl Node {
                 missing = download.queue.len(),
                 "no peer can deliver the blocks: catching up stopped"
             );
-            match source {
-                Some(source) => self.sync.failed(source),
-                None => self.sync.phase = Phase::Idle,
-            }
+            self.sync.failed(source);
             return;
         }
         for (peer, page) in pages {
@@ -625,7 +621,7 @@ impl Node {
                 batch.push(block);
                 senders.push(sender);
                 download.next += 1;
-                download.progress_at = Some(Instant::now());
+                download.progress_at = Instant::now();
                 if batch.len() >= 4 * MAX_BLOCKS_PER_REQUEST {
                     break;
                 }
@@ -653,16 +649,11 @@ impl Node {
                         .await;
                 }
                 // The branch its headers promised does not hold up.
-                match source {
-                    Some(source) => self.sync.failed(source),
-                    None => self.sync.phase = Phase::Idle,
-                }
+                self.sync.failed(source);
                 return;
             }
             // Progress: the source's branch holds up so far.
-            if let Some(source) = source {
-                self.sync.retry.forget(&source);
-            }
+            self.sync.retry.forget(&source);
             let height = self.chain.tip().height();
             self.notify(Notice::Syncing { height, target });
             if done {
@@ -704,14 +695,9 @@ impl Node {
                 let drained = download.in_flight.is_empty()
                     && download.queue.is_empty()
                     && download.received.is_empty();
-                let stalled =
-                    download.progress_at.is_none_or(|at| now.duration_since(at) > DOWNLOAD_STALL);
-                if stalled {
+                if now.duration_since(download.progress_at) > DOWNLOAD_STALL {
                     warn!("catching up stalled; starting over");
-                    match download.source {
-                        Some(source) => self.sync.failed(source),
-                        None => self.sync.phase = Phase::Idle,
-                    }
+                    self.sync.failed(download.source);
                 } else if drained {
                     self.sync.phase = Phase::Idle;
                 }

@@ -1,24 +1,29 @@
 # Raclette: `just` lists the recipes.
 
+# The workspace, so that the recipes that run a tracker or a node also work from another
+# directory, which then holds their data: `just -f PATH/Justfile -d DIR node alice`
+manifest := justfile_directory() / "Cargo.toml"
+
 # List the recipes
 default:
     @just --list
 
 # A local network in one command: a tracker, bob and carol in the background, your REPL
-demo:
-    cargo run --release --bin raclette-node -- demo
+demo *ARGS:
+    cargo run --release --manifest-path "{{manifest}}" --bin raclette-node -- demo {{ARGS}}
 
 # Run a tracker (TCP and QUIC on port 7000; data and addresses.txt in raclette-data/tracker)
 tracker *ARGS:
-    cargo run --release --bin raclette-tracker -- --data raclette-data/tracker {{ARGS}}
+    cargo run --release --manifest-path "{{manifest}}" --bin raclette-tracker -- --data raclette-data/tracker {{ARGS}}
 
 # Run a node named NAME on the dev network, using the local tracker (or $TRACKER)
 node NAME *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    tracker="${TRACKER:-$(grep -m1 '/ip4/127.0.0.1/tcp/' raclette-data/tracker/addresses.txt 2>/dev/null || true)}"
+    # The tracker lists its addresses there while it runs, the loopback one first.
+    tracker="${TRACKER:-$(head -n1 raclette-data/tracker/addresses.txt 2>/dev/null || true)}"
     if [ -z "$tracker" ]; then echo "start a tracker first (just tracker) or set TRACKER=<multiaddr>"; exit 1; fi
-    cargo run --release --bin raclette-node -- --name {{NAME}} --network dev --tracker "$tracker" {{ARGS}}
+    cargo run --release --manifest-path "{{manifest}}" --bin raclette-node -- --name {{NAME}} --network dev --tracker "$tracker" {{ARGS}}
 
 # Run every test: unit, property, golden vectors and end-to-end
 test:

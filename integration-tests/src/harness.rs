@@ -46,7 +46,7 @@ pub fn binaries() -> &'static Binaries {
         };
         if stale(&binaries.node) || stale(&binaries.tracker) {
             let release = profile_dir.file_name().is_some_and(|name| name == "release");
-            let mut build = Command::new(env!("CARGO"));
+            let mut build = raclette_node::demo::user_command(env!("CARGO").as_ref());
             build
                 .args(["build", "--quiet", "--bin", "raclette-node", "--bin", "raclette-tracker"])
                 .current_dir(&workspace);

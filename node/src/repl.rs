@@ -185,11 +185,21 @@ pub fn hash_rate(rate: f64) -> String {
 }
 
 /// How long ago, in words.
-fn ago(ms: u64) -> String {
+/// One line of `peers`: a connected peer is seen now, so only the others say when.
+fn peer_line(peer: &PeerView, now: u64) -> String {
+    let state = match peer.link {
+        Some(link) => format!("connected ({link})"),
+        None => format!("not connected, last seen {}", ago(peer.last_seen, now)),
+    };
+    format!("{:<16} {:<14} {state}", peer.name, &peer.key[..12])
+}
+
+/// How long before `now` the time `ms` was, in the largest whole unit.
+fn ago(ms: u64, now: u64) -> String {
     if ms == 0 {
         return "never".into();
     }
-    let seconds = crate::node::now_ms().saturating_sub(ms) / 1000;
+    let seconds = now.saturating_sub(ms) / 1000;
     match seconds {
         0..=59 => format!("{seconds}s ago"),
         60..=3599 => format!("{}m ago", seconds / 60),
@@ -266,18 +276,9 @@ impl Repl {
                 if peers.is_empty() {
                     println!("no peers known yet");
                 }
-                for peer in peers {
-                    let link = match peer.link {
-                        Some(link) => format!("connected ({link})"),
-                        None => "not connected".into(),
-                    };
-                    println!(
-                        "{:<16} {:<14} {:<22} last seen {}",
-                        peer.name,
-                        &peer.key[..12],
-                        link,
-                        ago(peer.last_seen)
-                    );
+                let now = crate::node::now_ms();
+                for peer in &peers {
+                    println!("{}", peer_line(peer, now));
                 }
             }
             ReplCommand::Send { name, amount, message } => self.send(name, amount, message)?,
@@ -333,7 +334,7 @@ impl Repl {
                         &block.hash[..16],
                         block.miner,
                         block.txs,
-                        ago(block.time)
+                        ago(block.time, crate::node::now_ms())
                     );
                 }
             }
@@ -568,6 +569,25 @@ mod tests {
         };
         assert_eq!((name.as_deref(), amount.as_deref()), (Some("bob"), Some("2.5")));
         assert_eq!(message.join(" "), "hello there with quotes");
+    }
+
+    #[test]
+    fn given_a_connected_peer_then_its_line_says_connected_and_no_stale_last_seen() {
+        let peer = |link: Option<&'static str>, last_seen| PeerView {
+            name: "bob".into(),
+            key: "0391187e45dc0391187e45dc".into(),
+            peer_id: String::new(),
+            connected: link.is_some(),
+            link,
+            addresses: Vec::new(),
+            last_seen,
+        };
+        let now = 1_700_000_000_000;
+        let connected = peer_line(&peer(Some("direct"), now - 33_000), now);
+        assert!(connected.ends_with("connected (direct)"), "{connected}");
+        assert!(!connected.contains("last seen"), "{connected}");
+        let gone = peer_line(&peer(None, now - 33_000), now);
+        assert!(gone.ends_with("not connected, last seen 33s ago"), "{gone}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! directory of signed name cards (kept in LMDB and pushed to every connected node the
 //! moment one is accepted), and a circuit relay for nodes behind NAT.
 
+pub mod addresses;
 pub mod api;
 pub mod directory;
 pub mod server;

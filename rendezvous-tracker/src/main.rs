@@ -9,6 +9,7 @@ use clap::Parser;
 use libp2p::Multiaddr;
 use raclette_node::network::identity;
 use raclette_node::store::LmdbStore;
+use raclette_tracker::addresses::AddressFile;
 use raclette_tracker::directory::Directory;
 use raclette_tracker::server::{Connected, Tracker};
 
@@ -22,7 +23,7 @@ struct Cli {
     /// This tracker's public address, if it has one the host cannot see (repeatable).
     #[arg(long = "external-address", env = "RACLETTE_TRACKER_EXTERNAL", value_delimiter = ',')]
     external: Vec<Multiaddr>,
-    /// Directory for the key file and the directory database.
+    /// Directory for the key file, the directory database and `addresses.txt`.
     #[arg(long, env = "RACLETTE_TRACKER_DATA", default_value = "raclette-tracker-data")]
     data: PathBuf,
     /// Serve the directory as JSON on this address (e.g. 127.0.0.1:7080).
@@ -61,7 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &cli.external,
             directory.clone(),
             connected.clone(),
-        )?;
+        )?
+        .with_address_file(AddressFile::new(cli.data.join("addresses.txt"))?);
         println!("tracker peer id: {}", tracker.peer_id());
         if let Some(address) = cli.api {
             tokio::spawn(async move {

@@ -22,6 +22,7 @@ use raclette_protocol::wire::{
 use raclette_protocol::{Keypair, NetworkId, PeerCard};
 use tracing::{debug, info, warn};
 
+use crate::addresses::AddressFile;
 use crate::directory::{Directory, Registered};
 
 /// The shortest rendezvous registration the tracker accepts, so that a departed node
@@ -50,9 +51,10 @@ pub struct Tracker {
     connected: Connected,
     /// The network each node registered a card for: who gets which pushes.
     networks: HashMap<PeerId, NetworkId>,
+    /// Addresses given with `--external-address`: dialable, but never a listen event.
+    external: Vec<Multiaddr>,
     /// Where the current addresses are written, one per line, for scripts.
-    address_file: Option<std::path::PathBuf>,
-    addresses: Vec<String>,
+    address_file: Option<AddressFile>,
 }
 
 fn relay_config() -> relay::Config {
@@ -138,15 +140,14 @@ impl Tracker {
             directory,
             connected,
             networks: HashMap::new(),
+            external: external.to_vec(),
             address_file: None,
-            addresses: Vec::new(),
         })
     }
 
-    /// Also writes the tracker's addresses to `path` (one per line) as they appear.
-    pub fn write_addresses_to(mut self, path: std::path::PathBuf) -> Self {
-        let _ = std::fs::remove_file(&path);
-        self.address_file = Some(path);
+    /// Also keeps the tracker's dialable addresses in `file` as they come and go.
+    pub fn with_address_file(mut self, file: AddressFile) -> Self {
+        self.address_file = Some(file);
         self
     }
 
@@ -157,6 +158,9 @@ impl Tracker {
 
     /// Runs forever.
     pub async fn run(mut self) {
+        for address in self.external.clone() {
+            self.announce(address);
+        }
         loop {
             let event = self.swarm.select_next_some().await;
             self.handle_event(event);
@@ -174,14 +178,16 @@ impl Tracker {
                 {
                     self.swarm.add_external_address(address.clone());
                 }
-                let full = address.with(AddrProtocol::P2p(self.peer_id()));
-                // The line users copy into `--tracker`, and that scripts look for.
-                println!("tracker address: {full}");
-                self.addresses.push(full.to_string());
-                if let Some(file) = &self.address_file
-                    && let Err(error) = std::fs::write(file, self.addresses.join("\n") + "\n")
+                self.announce(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+                let full = address.with_p2p(self.peer_id()).unwrap_or_else(|address| address);
+                info!(address = %full, "no longer listening");
+                if let Some(file) = &mut self.address_file
+                    && let Err(error) = file.remove(&full)
                 {
-                    warn!(%error, "cannot write the address file");
+                    warn!(%error, path = %file.path().display(), "cannot write the address file");
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -234,6 +240,18 @@ impl Tracker {
             }
             _ => {}
         }
+    }
+
+    /// Lists a dialable address in the address file, then prints it (the line users copy
+    /// into `--tracker`): whoever sees the line finds the file up to date.
+    fn announce(&mut self, address: Multiaddr) {
+        let full = address.with_p2p(self.peer_id()).unwrap_or_else(|address| address);
+        if let Some(file) = &mut self.address_file
+            && let Err(error) = file.add(full.clone())
+        {
+            warn!(%error, path = %file.path().display(), "cannot write the address file");
+        }
+        println!("tracker address: {full}");
     }
 
     /// Answers one directory request; accepted cards are pushed to the other nodes of

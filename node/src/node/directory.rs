@@ -192,8 +192,8 @@ impl DirectoryBook {
         self.stale_registration = true;
     }
 
-    /// Every peer with its connection state, by name.
-    pub(super) fn views(&self, connected: &HashMap<PeerId, Link>) -> Vec<PeerView> {
+    /// Every peer with its connection state, by name. A connected peer is seen `now`.
+    pub(super) fn views(&self, connected: &HashMap<PeerId, Link>, now: u64) -> Vec<PeerView> {
         let mut views: Vec<PeerView> = self
             .entries
             .values()
@@ -207,7 +207,7 @@ impl DirectoryBook {
                     connected: link.is_some(),
                     link: link.map(Link::as_str),
                     addresses: entry.card.addresses.clone(),
-                    last_seen: entry.last_seen_ms,
+                    last_seen: if link.is_some() { now } else { entry.last_seen_ms },
                 }
             })
             .collect();

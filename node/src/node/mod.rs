@@ -577,7 +577,7 @@ impl Node {
                 });
             }
             Request::Peers(reply) => {
-                let _ = reply.send(self.directory.views(&self.connected));
+                let _ = reply.send(self.directory.views(&self.connected, now_ms()));
             }
             Request::Send { to, amount, message, fee, reply } => {
                 self.send_transfer(to, amount, message, fee.unwrap_or(DEFAULT_FEE), reply).await;

@@ -185,7 +185,7 @@ pub struct PeerView {
     pub link: Option<&'static str>,
     /// Addresses from its card.
     pub addresses: Vec<String>,
-    /// Last time it was connected or announced, Unix ms.
+    /// Last time it was connected or announced, Unix ms: now while it is connected.
     pub last_seen: u64,
 }
 

@@ -274,9 +274,14 @@ pub fn http_get(url: &str) -> (u16, Value) {
     read(agent().get(url).call())
 }
 
-/// `POST url` with a JSON body: status and JSON body.
-pub fn http_post(url: &str, body: &Value) -> (u16, Value) {
-    read(agent().post(url).send_json(body))
+/// `GET url` with `Authorization: Bearer token`: status and JSON body.
+pub fn http_get_as(url: &str, token: &str) -> (u16, Value) {
+    read(agent().get(url).header("authorization", format!("Bearer {token}")).call())
+}
+
+/// `POST url` with a JSON body and `Authorization: Bearer token`: status and JSON body.
+pub fn http_post_as(url: &str, token: &str, body: &Value) -> (u16, Value) {
+    read(agent().post(url).header("authorization", format!("Bearer {token}")).send_json(body))
 }
 
 /// How to start a node.
@@ -305,6 +310,8 @@ pub struct NodeProcess {
     pub name: String,
     /// API base URL.
     pub api: String,
+    /// This start's API token, from `DATA/api.cookie`.
+    pub token: String,
     /// Its PeerId.
     pub peer_id: String,
     /// Its data directory.
@@ -333,6 +340,9 @@ impl NodeProcess {
             command.args(["--listen", address]);
         }
         let api = options.api.as_deref().unwrap_or("127.0.0.1:0");
+        if !api.starts_with("127.") {
+            command.arg("--api-allow-remote");
+        }
         command
             .args(["--name", name, "--api", api, "--daemon"])
             .args(["--threads", &options.threads.unwrap_or(1).to_string(), "--data"])
@@ -357,10 +367,13 @@ impl NodeProcess {
         let found = wait_lines(&lines, &["node peer id: ", "node api: "], &mut child, &log);
         let (peer_id, api) = (found[0].clone(), found[1].clone());
         std::thread::spawn(move || lines.iter().for_each(drop));
+        // Written before the API address is printed.
+        let token = std::fs::read_to_string(data.join("api.cookie")).expect("the API cookie");
         Self {
             child,
             name: name.to_string(),
             api,
+            token: token.trim().to_string(),
             peer_id,
             data: data.to_path_buf(),
             options: options.clone(),
@@ -401,16 +414,21 @@ impl NodeProcess {
         (status.code(), std::fs::read_to_string(&log).unwrap_or_default())
     }
 
-    /// `GET /api/{path}`.
+    /// `GET /api/{path}`, expecting success.
     pub fn get(&self, path: &str) -> Value {
-        let (status, body) = http_get(&format!("{}/api/{path}", self.api));
+        let (status, body) = self.try_get(path);
         assert_eq!(status, 200, "GET {path} on {}: {body}", self.name);
         body
     }
 
+    /// `GET /api/{path}`: status and body.
+    pub fn try_get(&self, path: &str) -> (u16, Value) {
+        http_get_as(&format!("{}/api/{path}", self.api), &self.token)
+    }
+
     /// `POST /api/{path}`: status and body.
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        http_post(&format!("{}/api/{path}", self.api), &body)
+        http_post_as(&format!("{}/api/{path}", self.api), &self.token, &body)
     }
 
     /// `POST /api/send`, expecting success; returns (txid, status).

@@ -764,9 +764,7 @@ fn given_a_gossiped_block_forking_far_below_the_tip_then_it_is_not_stored() {
     mallory.publish(Topic::Blocks, deep.encode());
     mallory.publish(Topic::Blocks, shallow.encode());
 
-    let block_status = |hash: BlockHash| {
-        raclette_integration_tests::harness::http_get(&format!("{}/api/block/{hash}", alice.api)).0
-    };
+    let block_status = |hash: BlockHash| alice.try_get(&format!("block/{hash}")).0;
     wait_for("Alice to store the shallow side block", PATIENCE, || {
         (block_status(shallow.hash()) == 200).then_some(())
     });

@@ -60,9 +60,13 @@ pub struct NodeArgs {
     /// Data directory (key, chain, history) [default: raclette-data/NAME].
     #[arg(long, env = "RACLETTE_DATA")]
     pub data: Option<PathBuf>,
-    /// Serve the JSON API on this address, e.g. 127.0.0.1:8080 (port 0 picks one).
+    /// Serve the JSON API on this address, e.g. 127.0.0.1:8080 (port 0 picks one); every
+    /// request needs the token the node writes to DATA/api.cookie at each start.
     #[arg(long, env = "RACLETTE_API")]
     pub api: Option<SocketAddr>,
+    /// Let --api listen beyond loopback; the token is then the only guard.
+    #[arg(long = "api-allow-remote", env = "RACLETTE_API_ALLOW_REMOTE")]
+    pub api_allow_remote: bool,
     /// Mining threads [default: all cores].
     #[arg(long, env = "RACLETTE_THREADS")]
     pub threads: Option<usize>,
@@ -84,6 +88,16 @@ impl NodeArgs {
         let name =
             self.name.as_deref().ok_or("--name is required: choose the name others will see")?;
         let name = PeerName::new(name).map_err(|error| error.to_string())?;
+        if let Some(api) = self.api
+            && !api.ip().is_loopback()
+            && !self.api_allow_remote
+        {
+            return Err(format!(
+                "--api {api} would listen beyond this machine, where the token in DATA/{} is \
+                 all that guards the wallet; use a loopback address, or add --api-allow-remote",
+                crate::api::access::COOKIE_FILE
+            ));
+        }
         let params = match &self.network_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -190,6 +190,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         external: Vec::new(),
         data: Some(dir.path().join("you")),
         api: None,
+        api_allow_remote: false,
         threads: args.threads,
         network: "dev".into(),
         network_file: None,

@@ -66,6 +66,7 @@ pub fn run_node(args: &NodeArgs) -> ExitCode {
     };
     let name = config.name.to_string();
     let history = config.data_dir.join("history.txt");
+    let data_dir = config.data_dir.clone();
     let exit = runtime.block_on(async {
         let (handle, task) = match node::start(config) {
             Ok(started) => started,
@@ -76,8 +77,17 @@ pub fn run_node(args: &NodeArgs) -> ExitCode {
         };
         println!("node peer id: {}", handle.peer_id);
         if let Some(address) = args.api {
-            match crate::api::serve(address, handle.clone()).await {
-                Ok(bound) => println!("node api: http://{bound}"),
+            match crate::api::serve(address, &data_dir, handle.clone()).await {
+                Ok((bound, _)) => {
+                    if !address.ip().is_loopback() {
+                        eprintln!(
+                            "raclette-node: WARNING: the API listens on {bound}, beyond this \
+                             machine: the token in {} is all that guards your wallet",
+                            data_dir.join(crate::api::access::COOKIE_FILE).display()
+                        );
+                    }
+                    println!("node api: http://{bound}");
+                }
                 Err(error) => {
                     eprintln!("raclette-node: cannot serve the API on {address}: {error}");
                     return Err(ExitCode::FAILURE);

@@ -1,6 +1,9 @@
 //! The local JSON API: the REPL's operations over HTTP, so scripts, tests and a block
 //! explorer can drive a node without a terminal. Amounts are decimal strings; hashes and
 //! keys lowercase hex; every error is a 4xx with `{"error": "one clear sentence"}`.
+//! Every `/api/*` request needs this start's token ([`access`]).
+
+pub mod access;
 
 use std::net::SocketAddr;
 
@@ -13,6 +16,7 @@ use raclette_protocol::{Amount, BlockHash};
 use serde::Deserialize;
 use serde_json::json;
 
+use self::access::Access;
 use crate::node::{BlockId, NodeHandle, Request, UserError};
 
 /// The most blocks one `GET /api/blocks` returns.
@@ -44,8 +48,8 @@ fn ok<T: serde::Serialize>(value: T) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
-/// The routes.
-pub fn router(node: NodeHandle) -> Router {
+/// The routes, each behind `access`.
+pub fn router(node: NodeHandle, access: Access) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/whoami", get(whoami))
@@ -67,18 +71,26 @@ pub fn router(node: NodeHandle) -> Router {
             ApiError(StatusCode::NOT_FOUND, "no such endpoint; see the README's API table".into())
         })
         .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(access, access::check))
 }
 
-/// Binds `address` and serves until the process ends; returns the bound address.
-pub async fn serve(address: SocketAddr, node: NodeHandle) -> std::io::Result<SocketAddr> {
+/// Binds `address`, writes a fresh token to `data_dir/api.cookie` and serves until the
+/// process ends; returns the bound address and the token.
+pub async fn serve(
+    address: SocketAddr,
+    data_dir: &std::path::Path,
+    node: NodeHandle,
+) -> std::io::Result<(SocketAddr, String)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
+    let (token, _) = access::write_cookie(data_dir)?;
+    let access = Access::new(token.clone(), bound);
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router(node)).await {
+        if let Err(error) = axum::serve(listener, router(node, access)).await {
             tracing::error!(%error, "the API stopped");
         }
     });
-    Ok(bound)
+    Ok((bound, token))
 }
 
 async fn status(State(node): State<NodeHandle>) -> ApiResult {

@@ -274,6 +274,13 @@ pub fn http_get(url: &str) -> (u16, Value) {
     read(agent().get(url).call())
 }
 
+/// `GET url`: status and the body as text.
+pub fn http_text(url: &str) -> (u16, String) {
+    let mut response = agent().get(url).call().expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap_or_default())
+}
+
 /// `GET url` with `Authorization: Bearer token`: status and JSON body.
 pub fn http_get_as(url: &str, token: &str) -> (u16, Value) {
     read(agent().get(url).header("authorization", format!("Bearer {token}")).call())
@@ -584,7 +591,8 @@ impl RawPeer {
         };
         let client = runtime.block_on(async {
             let (client, mut events, event_loop) =
-                raclette_node::network::new(config).expect("network starts");
+                raclette_node::network::new(config, &mut Default::default())
+                    .expect("network starts");
             tokio::spawn(event_loop.run());
             let answering = client.clone();
             tokio::spawn(async move {

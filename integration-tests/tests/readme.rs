@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -223,6 +224,10 @@ fn given_the_readme_when_followed_literally_then_alice_pays_bob_and_bob_sees_it(
         terminal.screen.send_line("quit").unwrap();
         terminal.screen.exp_eof().unwrap();
     }
+    // What alice typed is kept for her alone.
+    let history = dir.path().join(format!("raclette-data/{alice}/history.txt"));
+    let mode = std::fs::metadata(&history).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", history.display());
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod chain;
 pub mod cli;
 pub mod demo;
 pub mod mempool;
+pub mod metrics;
 pub mod miner;
 pub mod network;
 pub mod node;

@@ -137,10 +137,14 @@ impl NoticeFormatter {
             false
         };
         Some(match notice {
-            Notice::Received { from, amount, text } if text.is_empty() => {
-                format!("{from} sent you {amount}")
+            Notice::Received { from, amount, text, height } => {
+                let text = if text.is_empty() { String::new() } else { format!(": {text}") };
+                let place = match height {
+                    None => " (pending until mined)".to_string(),
+                    Some(height) => format!(" (in block {height})"),
+                };
+                format!("{from} sent you {amount}{text}{place}")
             }
-            Notice::Received { from, amount, text } => format!("{from} sent you {amount}: {text}"),
             Notice::BlockFromPeer { miner, height } => format!("{miner} mined block {height}"),
             Notice::Mining { height, rate } => {
                 if throttled(&mut self.last_progress) {
@@ -170,6 +174,7 @@ impl NoticeFormatter {
             Notice::Synced { height } => format!("caught up at block {height}"),
             Notice::PeerJoined { name } => format!("{name} joined"),
             Notice::NameRefused { reason } => format!("{reason}; stopping"),
+            Notice::Tip { .. } => return None, // blocks are announced as they come
         })
     }
 }
@@ -185,6 +190,24 @@ pub fn hash_rate(rate: f64) -> String {
 }
 
 /// How long ago, in words.
+/// `text` from the network (a message, a memo, a peer's or tracker's reason) as it may
+/// be shown on a terminal: control characters, newlines included, are written as escapes
+/// (`\x1b`), so no sender can move the cursor, recolour the screen or fake a line.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            shown.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 /// One line of `peers`: a connected peer is seen now, so only the others say when.
 fn peer_line(peer: &PeerView, now: u64) -> String {
     let state = match peer.link {
@@ -305,7 +328,10 @@ impl Repl {
                         item.height.map_or("pending".to_string(), |h| format!("in block {h}"));
                     println!(
                         "{:<12} {:>14}  {:<12} {}",
-                        item.from, item.amount, place, item.message
+                        item.from,
+                        item.amount,
+                        place,
+                        printable(&item.message)
                     );
                 }
             }
@@ -357,7 +383,8 @@ impl Repl {
                 for tx in block.transactions {
                     let from = tx.from.unwrap_or_else(|| "(reward)".into());
                     let fee = tx.fee.map(|fee| format!(" fee {fee}")).unwrap_or_default();
-                    let text = tx.message.map(|m| format!(": {m}")).unwrap_or_default();
+                    let text =
+                        tx.message.map(|m| format!(": {}", printable(&m))).unwrap_or_default();
                     println!("  {}  {from} -> {}  {}{fee}{text}", &tx.txid[..12], tx.to, tx.amount);
                 }
             }
@@ -498,7 +525,7 @@ pub fn run(node: NodeHandle, runtime: Handle, history: &Path, name: &str) -> rus
             match notices.recv().await {
                 Ok(notice) => {
                     if let Some(line) = formatter.format(&notice)
-                        && printer.print(format!("{line}\n")).is_err()
+                        && printer.print(format!("{}\n", printable(&line))).is_err()
                     {
                         return;
                     }
@@ -534,7 +561,7 @@ pub fn run(node: NodeHandle, runtime: Handle, history: &Path, name: &str) -> rus
             Ok(parsed) => match repl.execute(parsed.command) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(error) => println!("{error}"),
+                Err(error) => println!("{}", printable(&error.to_string())),
             },
             Err(error) => println!("{}", one_line(&error)),
         }
@@ -569,6 +596,31 @@ mod tests {
         };
         assert_eq!((name.as_deref(), amount.as_deref()), (Some("bob"), Some("2.5")));
         assert_eq!(message.join(" "), "hello there with quotes");
+    }
+
+    #[test]
+    fn given_control_characters_from_a_peer_then_shown_escaped_on_one_line() {
+        assert_eq!(printable("hi bob"), "hi bob");
+        assert_eq!(printable("\x1b[2J\x1b[Hbob sent you 1000"), "\\x1b[2J\\x1b[Hbob sent you 1000");
+        assert_eq!(printable("a\nalice sent you 9\r"), "a\\x0aalice sent you 9\\x0d");
+        assert_eq!(printable("\u{9b}31m"), "\\x9b31m", "the C1 control sequence introducer");
+        assert_eq!(printable("fondue é 🧀"), "fondue é 🧀");
+    }
+
+    #[test]
+    fn given_a_transfer_notice_then_it_says_pending_until_mined() {
+        let mut formatter = NoticeFormatter { last_progress: None };
+        let amount = "5".parse().unwrap();
+        let notice =
+            |height| Notice::Received { from: "bob".into(), amount, text: "hi".into(), height };
+        assert_eq!(
+            formatter.format(&notice(None)).unwrap(),
+            "bob sent you 5: hi (pending until mined)"
+        );
+        assert_eq!(
+            formatter.format(&notice(Some(12))).unwrap(),
+            "bob sent you 5: hi (in block 12)"
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn run_node(args: &NodeArgs) -> ExitCode {
         println!("node peer id: {}", handle.peer_id);
         if let Some(address) = args.api {
             match crate::api::serve(address, &data_dir, handle.clone()).await {
-                Ok((bound, _)) => {
+                Ok((bound, token)) => {
                     if !address.ip().is_loopback() {
                         eprintln!(
                             "raclette-node: WARNING: the API listens on {bound}, beyond this \
@@ -87,6 +87,12 @@ pub fn run_node(args: &NodeArgs) -> ExitCode {
                         );
                     }
                     println!("node api: http://{bound}");
+                    // The token rides in the fragment, which browsers never send.
+                    let page = match bound.ip().is_unspecified() {
+                        true => std::net::SocketAddr::from(([127, 0, 0, 1], bound.port())),
+                        false => bound,
+                    };
+                    println!("web: http://{page}/#token={token}");
                 }
                 Err(error) => {
                     eprintln!("raclette-node: cannot serve the API on {address}: {error}");

@@ -1,12 +1,16 @@
-//! `--api ADDR`: the directory as JSON, for people running a tracker.
+//! `--api ADDR`: the directory as JSON, and metrics in Prometheus text format, for
+//! people running a tracker.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use raclette_node::network::identity::peer_id_of;
 use raclette_node::store::LmdbStore;
 use serde_json::{Value, json};
@@ -18,20 +22,42 @@ use crate::server::Connected;
 struct ApiState {
     directory: Arc<Directory<LmdbStore>>,
     connected: Connected,
+    registry: Arc<Registry>,
+    /// Cards in the directory and nodes connected, set when scraped.
+    cards: Gauge,
+    nodes: Gauge,
 }
 
-/// Serves `GET /api/peers` on `address` until the process ends.
+/// Serves `GET /api/peers` and `GET /metrics` on `address` until the process ends;
+/// `registry` holds the tracker's series, to which the API adds its own first.
 pub async fn serve(
     address: SocketAddr,
     directory: Arc<Directory<LmdbStore>>,
     connected: Connected,
+    mut registry: Registry,
 ) -> anyhow::Result<()> {
-    let app =
-        Router::new().route("/api/peers", get(peers)).with_state(ApiState { directory, connected });
+    let (cards, nodes) = (Gauge::default(), Gauge::default());
+    registry.register("cards", "Cards in the directory", cards.clone());
+    registry.register("connected_nodes", "Nodes connected now", nodes.clone());
+    let state = ApiState { directory, connected, registry: Arc::new(registry), cards, nodes };
+    let app = Router::new()
+        .route("/api/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(address).await?;
     println!("tracker api: http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    if let Ok(cards) = state.directory.all() {
+        state.cards.set(cards.len() as i64);
+    }
+    let nodes = state.connected.lock().unwrap_or_else(|p| p.into_inner()).len();
+    state.nodes.set(nodes as i64);
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], raclette_node::metrics::encode(&state.registry))
 }
 
 async fn peers(State(state): State<ApiState>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {

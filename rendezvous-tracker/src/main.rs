@@ -54,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let store = LmdbStore::open(&cli.data.join("directory"))?;
     let directory = Arc::new(Directory::new(store));
     let connected = Connected::default();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("raclette_tracker");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let tracker = Tracker::new(
@@ -62,13 +63,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &cli.external,
             directory.clone(),
             connected.clone(),
+            &mut registry,
         )?
         .with_address_file(AddressFile::new(cli.data.join("addresses.txt"))?);
         println!("tracker peer id: {}", tracker.peer_id());
         if let Some(address) = cli.api {
             tokio::spawn(async move {
                 if let Err(error) =
-                    raclette_tracker::api::serve(address, directory, connected).await
+                    raclette_tracker::api::serve(address, directory, connected, registry).await
                 {
                     eprintln!("raclette-tracker: api: {error:#}");
                     std::process::exit(1);

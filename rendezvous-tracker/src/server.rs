@@ -22,6 +22,12 @@ use raclette_protocol::wire::{
 use raclette_protocol::{Keypair, NetworkId, PeerCard};
 use tracing::{debug, info, warn};
 
+use libp2p::metrics::Recorder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use raclette_node::metrics::Kind;
+
 use crate::addresses::AddressFile;
 use crate::directory::{Directory, Registered};
 
@@ -44,6 +50,32 @@ struct Behaviour {
 /// Peers connected now, shared with the API.
 pub type Connected = Arc<Mutex<HashSet<PeerId>>>;
 
+/// The tracker's own series (the API adds the directory's size when scraped).
+#[derive(Clone, Debug, Default)]
+struct TrackerMetrics {
+    /// Cards pushed to connected nodes.
+    pushes: Counter,
+    /// Card registrations, by outcome.
+    registrations: Family<Kind, Counter>,
+}
+
+impl TrackerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register("pushes", "Cards pushed to connected nodes", metrics.pushes.clone());
+        registry.register(
+            "registrations",
+            "Card registrations, by outcome",
+            metrics.registrations.clone(),
+        );
+        metrics
+    }
+
+    fn registration(&self, kind: &'static str) {
+        self.registrations.get_or_create(&Kind { kind }).inc();
+    }
+}
+
 /// The running tracker.
 pub struct Tracker {
     swarm: Swarm<Behaviour>,
@@ -55,6 +87,9 @@ pub struct Tracker {
     external: Vec<Multiaddr>,
     /// Where the current addresses are written, one per line, for scripts.
     address_file: Option<AddressFile>,
+    metrics: TrackerMetrics,
+    /// libp2p's figures: connections, relay reservations and circuits, identify, ping.
+    libp2p_metrics: libp2p::metrics::Metrics,
 }
 
 fn relay_config() -> relay::Config {
@@ -76,6 +111,7 @@ impl Tracker {
         external: &[Multiaddr],
         directory: Arc<Directory<LmdbStore>>,
         connected: Connected,
+        registry: &mut Registry,
     ) -> anyhow::Result<Self> {
         let key = libp2p_keypair(keypair);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -142,6 +178,8 @@ impl Tracker {
             networks: HashMap::new(),
             external: external.to_vec(),
             address_file: None,
+            metrics: TrackerMetrics::register(registry),
+            libp2p_metrics: libp2p::metrics::Metrics::new(registry),
         })
     }
 
@@ -168,6 +206,17 @@ impl Tracker {
     }
 
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                self.libp2p_metrics.record(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                self.libp2p_metrics.record(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(event),
+            _ => {}
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 // A tracker is a server: the addresses it listens on are the ones nodes
@@ -292,18 +341,25 @@ impl Tracker {
         card: PeerCard,
     ) -> Result<DirectoryResponse, raclette_node::store::StoreError> {
         if let Some(address) = raclette_node::network::identity::foreign_address(&card) {
+            self.metrics.registration("refused");
             let reason =
                 format!("address {address} does not end in the card key's own /p2p/<PeerId>");
             warn!(name = %card.name, %peer, %reason, "card refused");
             return Ok(DirectoryResponse::Refused { reason });
         }
         let Some(sender) = key_of(&peer) else {
+            self.metrics.registration("refused");
             return Ok(DirectoryResponse::Refused {
                 reason: "only secp256k1 peer ids can hold names".into(),
             });
         };
         match self.directory.register(&sender, &card)? {
             Ok(outcome) => {
+                self.metrics.registration(if outcome == Registered::Unchanged {
+                    "unchanged"
+                } else {
+                    "accepted"
+                });
                 self.networks.insert(peer, card.network);
                 if outcome != Registered::Unchanged {
                     info!(name = %card.name, %peer, ?outcome, "card accepted");
@@ -312,6 +368,7 @@ impl Tracker {
                 Ok(DirectoryResponse::Registered)
             }
             Err(refusal) => {
+                self.metrics.registration("refused");
                 warn!(name = %card.name, %peer, %refusal, "card refused");
                 Ok(match refusal {
                     crate::directory::Refusal::NameTaken(_) => {
@@ -333,6 +390,7 @@ impl Tracker {
             .map(|(p, _)| *p)
             .collect();
         for target in targets {
+            self.metrics.pushes.inc();
             self.swarm
                 .behaviour_mut()
                 .directory_push

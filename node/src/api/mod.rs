@@ -4,11 +4,13 @@
 //! Every `/api/*` request needs this start's token ([`access`]).
 
 pub mod access;
+mod web;
 
 use std::net::SocketAddr;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -48,8 +50,24 @@ fn ok<T: serde::Serialize>(value: T) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
-/// The routes, each behind `access`.
+/// The routes: the page (which holds no secret and asks for the token itself) and the
+/// API, each of whose routes is behind `access`.
 pub fn router(node: NodeHandle, access: Access) -> Router {
+    let metrics = Router::new().route("/metrics", get(metrics)).with_state(node.clone());
+    let api = api_routes(node).layer(axum::middleware::from_fn_with_state(access, access::check));
+    web::routes().merge(metrics).merge(api)
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text. It holds no secret, so it needs no
+/// token: a Prometheus server scrapes it as it is.
+async fn metrics(State(node): State<NodeHandle>) -> ApiResult {
+    node.ask(Request::RefreshMetrics).await?;
+    let text = crate::metrics::encode(&node.registry);
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+fn api_routes(node: NodeHandle) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/whoami", get(whoami))
@@ -67,11 +85,11 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .route("/api/ban", post(ban))
         .route("/api/unban", post(unban))
         .route("/api/shutdown", post(shutdown))
+        .route("/api/events", get(events))
         .fallback(|| async {
             ApiError(StatusCode::NOT_FOUND, "no such endpoint; see the README's API table".into())
         })
         .with_state(node)
-        .layer(axum::middleware::from_fn_with_state(access, access::check))
 }
 
 /// Binds `address`, writes a fresh token to `data_dir/api.cookie` and serves until the
@@ -230,6 +248,26 @@ async fn unban(
     body: Result<Json<NameBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     block_peer(node, body, false).await
+}
+
+/// The node's notices as Server-Sent Events, one JSON object each (`kind` names it), for
+/// the page to follow the chain live. A reader too slow for the channel misses the
+/// oldest notices, never the stream.
+async fn events(State(node): State<NodeHandle>) -> Response {
+    let notices = node.notices.subscribe();
+    let stream = futures::stream::unfold(notices, |mut notices| async move {
+        loop {
+            match notices.recv().await {
+                Ok(notice) => {
+                    let event = Event::default().json_data(&notice).unwrap_or_default();
+                    return Some((Ok::<_, std::convert::Infallible>(event), notices));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn shutdown(State(node): State<NodeHandle>) -> ApiResult {

@@ -93,6 +93,7 @@ fn score_params(network: &raclette_protocol::NetworkId) -> gossipsub::PeerScoreP
 fn gossipsub(
     key: &libp2p::identity::Keypair,
     network: &raclette_protocol::NetworkId,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> Result<gossipsub::Behaviour, String> {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Strict)
@@ -105,13 +106,19 @@ fn gossipsub(
         .build()
         .map_err(|error| error.to_string())?;
     let mut behaviour =
-        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?.with_metrics(
+            registry.sub_registry_with_prefix("gossipsub"),
+            gossipsub::MetricsConfig::default(),
+        );
     behaviour.with_peer_score(score_params(network), gossipsub::PeerScoreThresholds::default())?;
     Ok(behaviour)
 }
 
 /// The swarm: TCP (Noise, Yamux), QUIC, DNS, circuit relay client, and the behaviours.
-pub fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, String> {
+pub fn build_swarm(
+    config: &NetworkConfig,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Swarm<Behaviour>, String> {
     let key = libp2p_keypair(&config.keypair);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -138,7 +145,7 @@ pub fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, String> {
                     ping: ping::Behaviour::new(
                         ping::Config::new().with_interval(Duration::from_secs(15)),
                     ),
-                    gossipsub: gossipsub(key, &config.network)?,
+                    gossipsub: gossipsub(key, &config.network, registry)?,
                     direct: request_response(
                         wire::DIRECT_PROTOCOL,
                         ProtocolSupport::Full,

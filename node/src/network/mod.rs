@@ -22,10 +22,14 @@ use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, ping, rendezvous};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use raclette_protocol::{Keypair, NetworkId, wire};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::metrics::Kind;
 use behaviour::{Behaviour, BehaviourEvent};
 use codec::Frame;
 use peers::PeerScores;
@@ -69,6 +73,17 @@ pub enum Protocol {
     Sync,
     /// The tracker's directory.
     Directory,
+}
+
+impl Protocol {
+    /// Its name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Direct => "direct",
+            Protocol::Sync => "sync",
+            Protocol::Directory => "directory",
+        }
+    }
 }
 
 /// The request-response protocols a node answers.
@@ -381,8 +396,17 @@ pub fn is_relayed(address: &Multiaddr) -> bool {
 /// Builds the swarm and starts listening.
 pub fn new(
     config: NetworkConfig,
+    registry: &mut Registry,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), StartError> {
-    let mut swarm = behaviour::build_swarm(&config).map_err(StartError::Build)?;
+    let mut swarm = behaviour::build_swarm(&config, registry).map_err(StartError::Build)?;
+    let request_seconds = Family::<Kind, Histogram>::new_with_constructor(|| {
+        Histogram::new(exponential_buckets(0.001, 2.0, 16)) // 1 ms to about 33 s
+    });
+    registry.register(
+        "request_seconds",
+        "Time from an outbound request to its answer, by protocol",
+        request_seconds.clone(),
+    );
     for address in &config.listen {
         swarm.listen_on(address.clone()).map_err(|error| StartError::Listen {
             address: address.clone(),
@@ -431,6 +455,8 @@ pub fn new(
         listening: false,
         reservations: HashMap::new(),
         nat_status: autonat::NatStatus::Unknown,
+        libp2p_metrics: libp2p::metrics::Metrics::new(registry),
+        request_seconds,
     };
     Ok((Client { commands }, events, event_loop))
 }
@@ -455,7 +481,8 @@ pub struct EventLoop {
     tracker_last_dial: HashMap<PeerId, Instant>,
     registered_at: HashMap<PeerId, Instant>,
     namespace: rendezvous::Namespace,
-    pending_requests: HashMap<(Protocol, OutboundRequestId), ReplySender>,
+    /// Requests waiting for their answers, with when each was sent.
+    pending_requests: HashMap<(Protocol, OutboundRequestId), (ReplySender, Instant)>,
     pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
     /// Inbound requests whose answers have not gone out yet, per peer.
     serving: Serving<InboundRequestId>,
@@ -473,6 +500,10 @@ pub struct EventLoop {
     reservations: HashMap<PeerId, ListenerId>,
     /// What AutoNAT concluded about our reachability.
     nat_status: autonat::NatStatus,
+    /// libp2p's own figures: connections, gossip, identify, ping, relay, hole punching.
+    libp2p_metrics: libp2p::metrics::Metrics,
+    /// Outbound request latencies, by protocol.
+    request_seconds: Family<Kind, Histogram>,
 }
 
 impl EventLoop {
@@ -641,7 +672,7 @@ impl EventLoop {
                         behaviour.directory.send_request(&peer, Frame::Bytes(bytes))
                     }
                 };
-                self.pending_requests.insert((protocol, id), reply);
+                self.pending_requests.insert((protocol, id), (reply, Instant::now()));
             }
             Command::Respond { token, bytes } => {
                 let Some((protocol, channel)) = self.pending_responses.remove(&token) else {
@@ -724,6 +755,7 @@ impl EventLoop {
     }
 
     async fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
@@ -803,6 +835,25 @@ impl EventLoop {
             SwarmEvent::Behaviour(event) => self.handle_behaviour_event(event).await,
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "outgoing connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds libp2p's metrics with what they know how to count.
+    fn record(&self, event: &SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.libp2p_metrics.record(event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
+                self.libp2p_metrics.record(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                self.libp2p_metrics.record(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => {
+                self.libp2p_metrics.record(event)
             }
             _ => {}
         }
@@ -946,7 +997,12 @@ impl EventLoop {
                     .await;
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_requests.remove(&(outbound, request_id)) {
+                    if let Some((reply, sent)) =
+                        self.pending_requests.remove(&(outbound, request_id))
+                    {
+                        self.request_seconds
+                            .get_or_create(&Kind { kind: outbound.as_str() })
+                            .observe(sent.elapsed().as_secs_f64());
                         let _ = reply.send(Ok(response));
                     }
                 }
@@ -959,7 +1015,7 @@ impl EventLoop {
                     request_response::OutboundFailure::Timeout => RequestError::Timeout,
                     other => RequestError::Failed(other.to_string()),
                 };
-                if let Some(reply) = self.pending_requests.remove(&(outbound, request_id)) {
+                if let Some((reply, _)) = self.pending_requests.remove(&(outbound, request_id)) {
                     let _ = reply.send(Err(error));
                 }
             }

@@ -14,10 +14,12 @@ pub mod views;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::gossipsub::MessageAcceptance;
 use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
 use raclette_protocol::{
     Amount, Block, Keypair, NetworkParams, PeerName, PublicKey, Transaction, TxId, WireMessage,
 };
@@ -26,6 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::chain::{Chain, ForkDepth, ImportError, Placement, TipChange};
 use crate::mempool::Mempool;
+use crate::metrics::{LinkLabel, NodeMetrics, SharedRegistry};
 use crate::network::{
     self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Topic,
 };
@@ -99,6 +102,8 @@ pub struct NodeHandle {
     pub notices: broadcast::Sender<Notice>,
     /// The node's PeerId.
     pub peer_id: PeerId,
+    /// Its metrics, for `GET /metrics` (refreshed by [`Request::RefreshMetrics`]).
+    pub registry: SharedRegistry,
 }
 
 impl NodeHandle {
@@ -155,6 +160,8 @@ pub struct Node {
     notified: HashSet<TxId>,
     /// Set when the node must stop on its own (its name was refused).
     exit: Option<NodeExit>,
+    /// What `GET /metrics` shows.
+    metrics: NodeMetrics,
 }
 
 /// Why the node task ended.
@@ -184,13 +191,16 @@ pub fn start(
         .iter()
         .map(|r| r.transfer.txid())
         .collect();
-    let (client, events, event_loop) = network::new(NetworkConfig {
+    let mut registry = Registry::with_prefix("raclette");
+    let metrics = NodeMetrics::register(&mut registry);
+    let network_config = NetworkConfig {
         keypair: keypair.clone(),
         network: chain.network(),
         listen: config.listen.clone(),
         trackers: config.trackers.clone(),
         external: config.external.clone(),
-    })?;
+    };
+    let (client, events, event_loop) = network::new(network_config, &mut registry)?;
     tokio::spawn(event_loop.run());
     let (requests, request_rx) = mpsc::channel(REQUEST_CAPACITY);
     let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
@@ -222,9 +232,10 @@ pub fn start(
         next_job: 0,
         notified,
         exit: None,
+        metrics,
     };
     let task = tokio::spawn(node.run(request_rx, events));
-    Ok((NodeHandle { requests, notices, peer_id }, task))
+    Ok((NodeHandle { requests, notices, peer_id, registry: Arc::new(registry) }, task))
 }
 
 impl Node {
@@ -421,6 +432,7 @@ impl Node {
         let block = match Block::decode(data) {
             Ok(block) => block,
             Err(error) => {
+                self.metrics.block("gossip", "rejected", "malformed");
                 self.client
                     .penalize(source, Penalty::LowTolerance, format!("malformed block: {error}"))
                     .await;
@@ -436,6 +448,7 @@ impl Node {
         match self.chain.fork_depth(&parent, MAX_GOSSIP_FORK_DEPTH) {
             Ok(ForkDepth::Deeper) => {
                 debug!(%source, height, "ignored a gossiped block forking too deep below the tip");
+                self.metrics.block("gossip", "ignored", "deep_fork");
                 return (MessageAcceptance::Ignore, None);
             }
             // An unknown (or orphan) parent makes the block an orphan: its ancestors get
@@ -455,22 +468,29 @@ impl Node {
                     placement = ?imported.placement,
                     "imported a block from gossip"
                 );
-                let acceptance = match imported.placement {
-                    Placement::BestChain => MessageAcceptance::Accept,
+                let (acceptance, reason) = match imported.placement {
+                    Placement::BestChain => (MessageAcceptance::Accept, "best_chain"),
                     // Valid, but on no one's best chain: kept, not spread.
-                    Placement::SideChain => MessageAcceptance::Ignore,
+                    Placement::SideChain => (MessageAcceptance::Ignore, "side_chain"),
                     Placement::Orphan { missing } => {
                         info!(%source, height, %missing, "block with unknown parent: fetching its ancestors");
                         self.sync_from(source).await;
-                        MessageAcceptance::Ignore
+                        (MessageAcceptance::Ignore, "orphan")
                     }
-                    Placement::AlreadyKnown => MessageAcceptance::Ignore,
+                    Placement::AlreadyKnown => (MessageAcceptance::Ignore, "known"),
                 };
+                let outcome = match acceptance {
+                    MessageAcceptance::Accept => "accepted",
+                    _ => "ignored",
+                };
+                self.metrics.block("gossip", outcome, reason);
                 return (acceptance, imported.tip_change);
             }
             Err(ImportError::Store(error)) => self.fatal(error),
             Err(error) => {
                 warn!(%source, height, %error, "rejected a block");
+                let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
+                self.metrics.block("gossip", outcome, crate::metrics::reason(&error));
                 if error.is_peer_fault() {
                     self.client
                         .penalize(source, Penalty::LowTolerance, format!("invalid block: {error}"))
@@ -516,15 +536,18 @@ impl Node {
                 if let Transaction::Transfer(transfer) = tx
                     && transfer.to == own
                 {
-                    self.announce_received(transfer);
+                    self.announce_received(transfer, Some(block.header.height));
                 }
             }
+        }
+        if let Some(tip) = change.connected.last() {
+            self.notify(Notice::Tip { height: tip.header.height, hash: tip.hash() });
         }
         self.mining_on_tip_change();
     }
 
-    /// Tells the user about a transfer to them, once.
-    fn announce_received(&mut self, transfer: &raclette_protocol::Transfer) {
+    /// Tells the user about a transfer to them, once: pending (no `height`) or mined.
+    fn announce_received(&mut self, transfer: &raclette_protocol::Transfer, height: Option<u64>) {
         if !self.notified.insert(transfer.txid()) {
             return;
         }
@@ -533,6 +556,7 @@ impl Node {
             from: self.name_of(&transfer.from),
             amount: transfer.amount,
             text,
+            height,
         });
     }
 
@@ -621,7 +645,30 @@ impl Node {
                 let _ = reply.send(result);
             }
             Request::Shutdown(_) => unreachable!("handled by the loop"),
+            Request::RefreshMetrics(reply) => {
+                self.refresh_metrics();
+                let _ = reply.send(());
+            }
         }
+    }
+
+    /// Sets the gauges from the node's state, as a scrape reads them.
+    fn refresh_metrics(&self) {
+        let metrics = &self.metrics;
+        let tip = self.chain.tip();
+        metrics.height.set(i64::try_from(tip.height()).unwrap_or(i64::MAX));
+        metrics.work.set(tip.work.to_string().parse().unwrap_or(f64::MAX));
+        for link in [Link::Direct, Link::Relayed] {
+            let count = self.connected.values().filter(|l| **l == link).count();
+            metrics.peers.get_or_create(&LinkLabel { link: link.as_str() }).set(count as i64);
+        }
+        metrics.mempool_transactions.set(self.mempool.len() as i64);
+        let bytes: usize = self.mempool.iter().map(|(_, r)| r.transfer.encode().len()).sum();
+        metrics.mempool_bytes.set(bytes as i64);
+        metrics.hash_rate.set(self.mining.as_ref().map_or(0.0, |session| session.rate));
+        let store = self.config.data_dir.join("store").join("data.mdb");
+        let size = std::fs::metadata(store).map_or(0, |m| m.len());
+        metrics.store_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 
     fn status_view(&self) -> StatusView {

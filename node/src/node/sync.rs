@@ -316,6 +316,15 @@ impl Node {
             debug!(%peer, ?request, "an answer for an attempt that has ended: ignored");
             return;
         }
+        if let Ok(bytes) = &result {
+            self.metrics.sync_bytes.inc_by(bytes.len() as u64);
+            let kind = match request {
+                SentRequest::Status => "status",
+                SentRequest::Headers { .. } => "headers",
+                SentRequest::Blocks { .. } => "blocks",
+            };
+            self.metrics.sync_pages.get_or_create(&crate::metrics::Kind { kind }).inc();
+        }
         let response = match result {
             Ok(bytes) => match SyncResponse::decode(&bytes) {
                 Ok(response) => response,
@@ -633,6 +642,9 @@ impl Node {
             let target = download.target_height;
             let source = download.source;
             let (imported, failure) = self.chain.import_blocks(batch, now_ms());
+            for _ in &imported {
+                self.metrics.block("sync", "accepted", "imported");
+            }
             let changes: Vec<_> = imported.into_iter().filter_map(|i| i.tip_change).collect();
             if let Some(change) = crate::chain::merge_changes(changes) {
                 self.on_tip_change(change).await;
@@ -643,6 +655,8 @@ impl Node {
                 }
                 let sender = senders[index];
                 warn!(peer = %sender, %error, "invalid block while catching up");
+                let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
+                self.metrics.block("sync", outcome, crate::metrics::reason(&error));
                 if error.is_peer_fault() {
                     self.client
                         .penalize(sender, Penalty::LowTolerance, format!("invalid block: {error}"))

@@ -216,7 +216,7 @@ impl Node {
         if let Err(error) = result {
             self.fatal(error);
         }
-        self.announce_received(transfer);
+        self.announce_received(transfer, None);
     }
 
     /// Offers a transfer to the mempool; an accepted one has had its signature verified,
@@ -247,26 +247,32 @@ impl Node {
         let transfer = match DirectRequest::decode(bytes) {
             Ok(request) => request.transfer,
             Err(error) => {
+                self.metrics.transfer("direct", "rejected", "malformed");
                 let fault = format!("malformed direct request: {error}");
                 return (reject(format!("malformed request: {error}")), Some(fault));
             }
         };
         if transfer.to != self.keypair.public() {
+            self.metrics.transfer("direct", "rejected", "not_for_us");
             return (reject("this transaction is not addressed to this node".into()), None);
         }
         // A message this node cannot decrypt does not make the transfer invalid
         // (PROTOCOL.md §7): it is kept, and shown as unreadable.
         match self.admit(&transfer) {
             Ok(_) => {
+                self.metrics.transfer("direct", "accepted", "mempool");
                 self.keep_in_inbox(&transfer);
                 self.publish(Topic::Transactions, transfer.encode(), "a transfer sent to us");
                 (DirectResponse::Accepted, None)
             }
-            Err(MempoolError::AlreadyKnown | MempoolError::AlreadyMined) => {
+            Err(error @ (MempoolError::AlreadyKnown | MempoolError::AlreadyMined)) => {
+                self.metrics.transfer("direct", "ignored", crate::metrics::reason(&error));
                 self.keep_in_inbox(&transfer);
                 (DirectResponse::Accepted, None)
             }
             Err(error) => {
+                let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
+                self.metrics.transfer("direct", outcome, crate::metrics::reason(&error));
                 let fault = error.is_peer_fault().then(|| format!("invalid transfer: {error}"));
                 (reject(error.to_string()), fault)
             }
@@ -282,13 +288,21 @@ impl Node {
         let transfer = match Transfer::decode(data) {
             Ok(transfer) => transfer,
             Err(error) => {
+                self.metrics.transfer("gossip", "rejected", "malformed");
                 self.client
                     .penalize(source, Penalty::LowTolerance, format!("malformed transfer: {error}"))
                     .await;
                 return MessageAcceptance::Reject;
             }
         };
-        match self.admit(&transfer) {
+        let admitted = self.admit(&transfer);
+        let (outcome, reason) = match &admitted {
+            Ok(_) => ("accepted", "mempool".to_string()),
+            Err(error) if error.is_peer_fault() => ("rejected", crate::metrics::reason(error)),
+            Err(error) => ("ignored", crate::metrics::reason(error)),
+        };
+        self.metrics.transfer("gossip", outcome, reason);
+        match admitted {
             Ok(_) => {
                 if transfer.to == self.keypair.public() {
                     self.keep_in_inbox(&transfer);

@@ -105,6 +105,8 @@ pub enum Request {
     },
     /// `quit`: stop cleanly.
     Shutdown(oneshot::Sender<()>),
+    /// Bring the gauges of `GET /metrics` up to date.
+    RefreshMetrics(oneshot::Sender<()>),
 }
 
 /// `GET /api/status`.
@@ -313,7 +315,8 @@ pub struct BlockView {
 /// `GET /api/tx/{txid}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionView {
-    /// Transaction id.
+    /// Transaction id (written once, by the flattened transaction).
+    #[serde(skip_serializing)]
     pub txid: String,
     /// `pending` or `confirmed`.
     pub status: &'static str,
@@ -343,17 +346,38 @@ pub struct TxView {
     pub message: Option<String>,
 }
 
-/// Something that happened, for the REPL to print above its prompt.
-#[derive(Debug, Clone, PartialEq)]
+/// Amounts and hashes as the API writes them everywhere: decimal and hex strings.
+fn as_text<S: serde::Serializer, T: std::fmt::Display>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// Something that happened, for the REPL to print above its prompt and for the web page's
+/// event stream (`GET /api/events`: JSON with the variant's name in `kind`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
     /// A transfer to this node arrived.
     Received {
         /// Sender's name.
         from: String,
-        /// Amount.
+        /// Amount (a decimal string in JSON, as everywhere in the API).
+        #[serde(serialize_with = "as_text")]
         amount: Amount,
         /// Text.
         text: String,
+        /// The block that holds it; none while it is pending.
+        height: Option<u64>,
+    },
+    /// The best tip moved, for whatever reason.
+    Tip {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        #[serde(serialize_with = "as_text")]
+        hash: BlockHash,
     },
     /// Another peer's block joined the best chain.
     BlockFromPeer {
@@ -374,6 +398,7 @@ pub enum Notice {
         /// Height.
         height: u64,
         /// Hash.
+        #[serde(serialize_with = "as_text")]
         hash: BlockHash,
     },
     /// Another peer won the height this node was mining.
@@ -412,4 +437,29 @@ pub enum Notice {
         /// The tracker's reason.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_notices_then_their_json_names_the_kind_and_writes_amounts_and_hashes_as_text() {
+        let hash: BlockHash = format!("{}01", "00".repeat(31)).parse().unwrap();
+        let mined = serde_json::to_value(Notice::Mined { height: 4, hash }).unwrap();
+        assert_eq!(
+            mined,
+            serde_json::json!({"kind": "mined", "height": 4, "hash": hash.to_string()})
+        );
+        let received = Notice::Received {
+            from: "bob".into(),
+            amount: "2.5".parse().unwrap(),
+            text: "hi".into(),
+            height: None,
+        };
+        assert_eq!(
+            serde_json::to_value(received).unwrap(),
+            serde_json::json!({"kind": "received", "from": "bob", "amount": "2.5", "text": "hi", "height": null})
+        );
+    }
 }

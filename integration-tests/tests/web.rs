@@ -1,6 +1,7 @@
 //! The node's web page in a real browser (headless Chromium over CDP), with a node and two
-//! peers: it shows the chain and follows it live, sends money through its form, and shows
-//! the transfer pending, then mined, and the reply in the inbox. A page on another origin
+//! peers: it shows the chain and follows it live, sends money through its form, shows the
+//! transfer pending, then mined (on its transaction and block pages, the block found
+//! through the search box), and the reply in the inbox. A page on another origin
 //! cannot use the API. Screenshots of each screen, at desktop and phone widths, go to
 //! `target/web/`.
 //!
@@ -180,6 +181,23 @@ fn given_the_page_with_the_token_then_it_follows_the_chain_sends_and_shows_the_i
     wait_text(&tab, "#tx-view", "confirmed");
     wait_text(&tab, "#tx-view", "for the fondue");
     screenshots(&tab, "transaction");
+    // The block that holds it, found through the search box by its height.
+    eval(
+        &tab,
+        "document.querySelector('#search').value = '4';\
+         document.querySelector('#search-form').requestSubmit(); true",
+    );
+    wait_text(&tab, "#block-view", "alice");
+    wait_element(&tab, &format!("#block-txs [data-txid=\"{txid}\"]"));
+    wait_text(&tab, "#block-txs", "for the fondue");
+    screenshots(&tab, "block");
+    // A name in the search box: that peer's balance.
+    eval(
+        &tab,
+        "document.querySelector('#search').value = 'bob';\
+         document.querySelector('#search-form').requestSubmit(); true",
+    );
+    wait_text(&tab, "#search-result", "confirmed");
 
     // Bob answers; alice's inbox shows it.
     bob.send("alice", "1", "merci alice");

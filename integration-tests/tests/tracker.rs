@@ -461,3 +461,70 @@ fn given_a_node_with_two_trackers_then_it_registers_with_both_and_merges_their_d
     // Each tracker only holds the cards registered with it.
     assert!(find(&first.peers(), "bob").is_none() && find(&second.peers(), "alice").is_none());
 }
+
+#[test]
+fn given_mallory_takes_alices_name_at_a_second_tracker_then_alice_is_still_reached_and_mallory_shown_as_a_conflict()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        TrackerProcess::start(&dir.path().join("t1")),
+        TrackerProcess::start(&dir.path().join("t2")),
+    );
+    let both = NodeOptions {
+        trackers: vec![first.address.clone(), second.address.clone()],
+        ..NodeOptions::default()
+    };
+    // Carol uses both trackers and knows alice, who registered at the first.
+    let carol = NodeProcess::start("carol", &dir.path().join("carol"), &both);
+    let alice_data = dir.path().join("alice");
+    let mut alice = NodeProcess::start("alice", &alice_data, &options(&first));
+    let alice_key = own_key(&alice);
+    wait_for("carol to know alice", PATIENCE, || {
+        (listed_key(&carol, "alice") == Some(alice_key.clone())).then_some(())
+    });
+
+    // Mallory takes "alice" at the second tracker, which had never heard of her.
+    let mallory = NodeProcess::start("alice", &dir.path().join("mallory"), &options(&second));
+    let mallory_short = own_key(&mallory)[..12].to_string();
+    let conflict = wait_for("carol to show mallory's claim", PATIENCE, || {
+        let peers = carol.get("peers");
+        let alice = find(&peers, "alice")?.clone();
+        (alice["also_claimed_by"] == serde_json::json!([mallory_short])).then_some(alice)
+    });
+    assert_eq!(conflict["key"].as_str(), Some(alice_key.as_str()), "the name stays with alice");
+
+    // Carol's money goes to alice, and she is told that another key claims the name.
+    alice.mine(1);
+    wait_for("carol to have a block's worth", PATIENCE, || (carol.height() >= 1).then_some(()));
+    carol.mine(1);
+    let (status, sent) = carol.post(
+        "send",
+        serde_json::json!({ "to": "alice", "amount": "5", "message": "for the real alice" }),
+    );
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["also_claimed_by"], serde_json::json!([mallory_short]));
+    wait_for("alice to get carol's transfer", PATIENCE, || {
+        alice
+            .get("inbox")
+            .as_array()?
+            .iter()
+            .any(|m| m["message"] == "for the real alice")
+            .then_some(())
+    });
+    assert!(mallory.get("inbox").as_array().unwrap().is_empty(), "nothing reached mallory");
+
+    // Alice, now with both trackers, is refused at the second but keeps running.
+    alice.stop();
+    let mut alice = NodeProcess::start("alice", &alice_data, &both);
+    let log = alice_data.join("node.log");
+    wait_for("the second tracker to refuse alice", PATIENCE, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("the name is taken at this tracker").then_some(())
+    });
+    assert!(alice.is_running(), "one tracker still holds her name: {}", alice.log());
+    assert!(
+        listed_key(&alice, "alice").is_none(),
+        "her own name is not mallory's in her directory"
+    );
+    wait_for("alice at carol's height", PATIENCE, || (alice.height() == 2).then_some(()));
+}

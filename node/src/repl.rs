@@ -174,6 +174,9 @@ impl NoticeFormatter {
             Notice::Synced { height } => format!("caught up at block {height}"),
             Notice::PeerJoined { name } => format!("{name} joined"),
             Notice::NameRefused { reason } => format!("{reason}; stopping"),
+            Notice::NameContested { reason } => {
+                format!("{reason}; the other trackers keep it for you")
+            }
             Notice::Tip { .. } => return None, // blocks are announced as they come
         })
     }
@@ -214,7 +217,11 @@ fn peer_line(peer: &PeerView, now: u64) -> String {
         Some(link) => format!("connected ({link})"),
         None => format!("not connected, last seen {}", ago(peer.last_seen, now)),
     };
-    format!("{:<16} {:<14} {state}", peer.name, &peer.key[..12])
+    let conflict = match peer.also_claimed_by.as_slice() {
+        [] => String::new(),
+        others => format!("  (also claimed by {}; this key was seen first)", others.join(", ")),
+    };
+    format!("{:<16} {:<14} {state}{conflict}", peer.name, &peer.key[..12])
 }
 
 /// How long before `now` the time `ms` was, in the largest whole unit.
@@ -421,6 +428,12 @@ impl Repl {
         match sent.status {
             "accepted" => println!("{name} accepted it (tx {})", &sent.txid[..12]),
             _ => println!("could not reach {name}: broadcast instead (tx {})", &sent.txid[..12]),
+        }
+        if !sent.also_claimed_by.is_empty() {
+            println!(
+                "note: {} also claim(s) '{name}' at some tracker; it went to the key first seen with that name",
+                sent.also_claimed_by.join(", ")
+            );
         }
         Ok(())
     }
@@ -633,6 +646,7 @@ mod tests {
             link,
             addresses: Vec::new(),
             last_seen,
+            also_claimed_by: Vec::new(),
         };
         let now = 1_700_000_000_000;
         let connected = peer_line(&peer(Some("direct"), now - 33_000), now);

@@ -54,6 +54,42 @@ pub(super) struct DirectoryBook {
     /// steps back (trackers refuse a card older than the one they hold).
     last_seq: u64,
     seq_unsaved: bool,
+    /// Cards of other keys for a name this node first saw held by another key (another
+    /// tracker's word, or a thief's): kept aside and shown, never bound to the name.
+    conflicts: HashMap<String, Conflict>,
+    /// Whether the node is still taking in its trackers' first listings: two keys for
+    /// a name met then were seen at once, and the name alone cannot pick between them.
+    settling: bool,
+    /// The names bound while settling.
+    bound_while_settling: HashSet<String>,
+}
+
+/// Other keys that claim a name.
+#[derive(Debug, Default)]
+struct Conflict {
+    /// Their newest cards, by key.
+    cards: HashMap<PublicKey, PeerCard>,
+    /// Whether the first of them came with the name's first sighting: then no key is
+    /// known to be the right one, and the name alone cannot pick.
+    at_first_sight: bool,
+}
+
+/// How long after start a tracker's first listing can keep names open to a second key
+/// seen with them at once.
+const SETTLE_AT_MOST_AFTER: Duration = Duration::from_secs(30);
+
+/// The shortest key prefix `send` takes in place of a name.
+const MIN_KEY_PREFIX: usize = 6;
+
+/// What taking a card in did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Merged {
+    /// A new peer, or a newer card of a known one.
+    Changed,
+    /// Nothing new.
+    Unchanged,
+    /// Another key already holds the name here: the card is kept aside as a conflict.
+    Conflict,
 }
 
 /// Where the last card sequence number is kept.
@@ -84,6 +120,9 @@ impl DirectoryBook {
                 .and_then(|bytes| bytes.try_into().ok())
                 .map_or(0, u64::from_be_bytes),
             seq_unsaved: false,
+            conflicts: HashMap::new(),
+            settling: true,
+            bound_while_settling: HashSet::new(),
         };
         for entry in reader.values::<DirectoryEntry>(Table::Directory)? {
             let name = entry.card.name.key();
@@ -116,10 +155,45 @@ impl DirectoryBook {
         names
     }
 
-    /// The card holding `name`, or a sentence naming the known peers.
+    /// The card of the key first seen with `name` (or of the one key starting with
+    /// `name`, at least six hex digits), or a sentence saying why there is none: an
+    /// unknown name, with the known ones, or a name first seen with two keys at once.
     pub(super) fn resolve(&self, name: &str) -> Result<PeerCard, String> {
-        if let Some(entry) = self.entries.get(&name.to_ascii_lowercase()) {
+        let lower = name.to_ascii_lowercase();
+        if let Some(entry) = self.entries.get(&lower) {
+            if let Some(conflict) = self.conflicts.get(&lower)
+                && conflict.at_first_sight
+            {
+                let keys: Vec<String> = std::iter::once(&entry.card.key)
+                    .chain(conflict.cards.keys())
+                    .map(short_key)
+                    .collect();
+                return Err(format!(
+                    "'{name}' was claimed by {} keys at once ({}): send to one by its key, e.g. send {} AMOUNT",
+                    keys.len(),
+                    keys.join(", "),
+                    keys[0]
+                ));
+            }
             return Ok(entry.card.clone());
+        }
+        if lower.len() >= MIN_KEY_PREFIX && lower.chars().all(|c| c.is_ascii_hexdigit()) {
+            let matching: Vec<&PeerCard> = self
+                .entries
+                .values()
+                .map(|entry| &entry.card)
+                .chain(self.conflicts.values().flat_map(|conflict| conflict.cards.values()))
+                .filter(|card| card.key.to_string().starts_with(&lower))
+                .collect();
+            match matching.as_slice() {
+                [card] => return Ok((*card).clone()),
+                [] => {}
+                _ => {
+                    return Err(format!(
+                        "the key prefix {name} matches several peers: type more of it"
+                    ));
+                }
+            }
         }
         let known = self.names();
         Err(if known.is_empty() {
@@ -129,13 +203,31 @@ impl DirectoryBook {
         })
     }
 
-    /// Takes a card in (from a tracker); returns whether it was new or changed.
+    /// The first listings are in (or overdue): from now on, the key a name was first
+    /// seen with keeps it, and a conflicting card is only shown beside it.
+    pub(super) fn settle(&mut self) {
+        self.settling = false;
+        self.bound_while_settling.clear();
+    }
+
+    /// The other keys that claim `name`, short.
+    pub(super) fn other_claims(&self, name: &str) -> Vec<String> {
+        self.conflicts.get(&name.to_ascii_lowercase()).map_or_else(Vec::new, |conflict| {
+            let mut keys: Vec<String> = conflict.cards.keys().map(short_key).collect();
+            keys.sort();
+            keys
+        })
+    }
+
+    /// Takes a card in (from a tracker). A name stays with the key this node first saw
+    /// holding it, whatever a tracker says later; another key's card for it is kept
+    /// aside as a conflict, until the holder's own newer card moves it to another name.
     pub(super) fn merge(
         &mut self,
         card: PeerCard,
         network: &NetworkId,
         now: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<Merged, String> {
         card.check(network).map_err(|error| error.to_string())?;
         if let Some(address) = crate::network::identity::foreign_address(&card) {
             return Err(format!(
@@ -143,7 +235,7 @@ impl DirectoryBook {
             ));
         }
         if card.key == self.own {
-            return Ok(false);
+            return Ok(Merged::Unchanged);
         }
         let name = card.name.key();
         // A key's cards are ordered by `seq`, whatever name they carry: an older card
@@ -151,24 +243,60 @@ impl DirectoryBook {
         if let Some(held) = self.by_key.get(&card.key).and_then(|held| self.entries.get(held))
             && held.card.seq >= card.seq
         {
-            return Ok(false);
+            return Ok(Merged::Unchanged);
         }
-        // The key may have held another name before: trackers let a key move.
+        if let Some(holder) = self.entries.get(&name)
+            && holder.card.key != card.key
+        {
+            let first_sight = self.settling && self.bound_while_settling.contains(&name);
+            let conflict = self.conflicts.entry(name).or_default();
+            if conflict.cards.is_empty() {
+                conflict.at_first_sight = first_sight;
+            }
+            let newer = conflict.cards.get(&card.key).is_none_or(|held| held.seq < card.seq);
+            if newer {
+                conflict.cards.insert(card.key, card);
+            }
+            return Ok(Merged::Conflict);
+        }
+        // The key may have held another name before: trackers let a key move, and the
+        // name it leaves goes to whoever else claimed it.
         if let Some(previous) = self.by_key.insert(card.key, name.clone())
             && previous != name
         {
             self.entries.remove(&previous);
-            self.removed.insert(previous);
+            self.removed.insert(previous.clone());
+            self.promote_claimant(&previous, now);
         }
-        if let Some(displaced) = self.entries.get(&name).map(|e| e.card.key)
-            && displaced != card.key
-        {
-            self.by_key.remove(&displaced);
+        if let Some(conflict) = self.conflicts.get_mut(&name) {
+            conflict.cards.remove(&card.key);
         }
         self.removed.remove(&name);
+        if self.settling && !self.entries.contains_key(&name) {
+            self.bound_while_settling.insert(name.clone());
+        }
         self.entries.insert(name.clone(), DirectoryEntry { card, last_seen_ms: now });
         self.unsaved.insert(name);
-        Ok(true)
+        Ok(Merged::Changed)
+    }
+
+    /// `name` was left by its holder: the newest card among those that claimed it too
+    /// takes it.
+    fn promote_claimant(&mut self, name: &str, now: u64) {
+        let Some(conflict) = self.conflicts.remove(name) else { return };
+        let mut claimants: Vec<PeerCard> = conflict.cards.into_values().collect();
+        claimants.sort_by_key(|card| std::cmp::Reverse(card.seq));
+        let mut rest = claimants.into_iter();
+        let Some(winner) = rest.next() else { return };
+        self.by_key.insert(winner.key, name.to_string());
+        self.removed.remove(name);
+        self.unsaved.insert(name.to_string());
+        self.entries.insert(name.to_string(), DirectoryEntry { card: winner, last_seen_ms: now });
+        let remaining: HashMap<PublicKey, PeerCard> = rest.map(|card| (card.key, card)).collect();
+        if !remaining.is_empty() {
+            self.conflicts
+                .insert(name.to_string(), Conflict { cards: remaining, at_first_sight: false });
+        }
     }
 
     /// Records that a peer was connected or disconnected just now.
@@ -208,6 +336,7 @@ impl DirectoryBook {
                     link: link.map(Link::as_str),
                     addresses: entry.card.addresses.clone(),
                     last_seen: if link.is_some() { now } else { entry.last_seen_ms },
+                    also_claimed_by: self.other_claims(entry.card.name.as_str()),
                 }
             })
             .collect();
@@ -233,12 +362,21 @@ impl DirectoryBook {
                 writer.put_value(Table::Directory, name.as_bytes(), entry)?;
             }
         }
+        if self.seq_unsaved {
+            writer.put(Table::Meta, CARD_SEQ_KEY, &self.last_seq.to_be_bytes())?;
+            self.seq_unsaved = false;
+        }
         Ok(())
     }
 
     fn has_unsaved(&self) -> bool {
         !self.unsaved.is_empty() || !self.removed.is_empty() || self.seq_unsaved
     }
+}
+
+/// The first twelve hex digits of a key, as `peers` shows it.
+fn short_key(key: &PublicKey) -> String {
+    key.to_string()[..12].to_string()
 }
 
 /// The multiaddrs of a card that parse.
@@ -336,12 +474,21 @@ impl Node {
                 self.list_directory(tracker, None);
             }
             (SentRequest::Register, DirectoryResponse::NameTaken { name }) => {
-                warn!(%tracker, %name, "the name is taken");
-                let reason = format!(
-                    "the tracker refused the name '{name}': another key holds it; choose another --name"
-                );
-                self.notify(Notice::NameRefused { reason: reason.clone() });
-                self.exit = Some(NodeExit::NameRefused(reason));
+                warn!(%tracker, %name, "the name is taken at this tracker");
+                self.name_refused_by.insert(tracker);
+                // Only when no tracker will have it does the node stop: with one that
+                // does, its peers still find it by name.
+                if self.trackers.keys().all(|known| self.name_refused_by.contains(known)) {
+                    let reason = format!(
+                        "the tracker refused the name '{name}': another key holds it; choose another --name"
+                    );
+                    self.notify(Notice::NameRefused { reason: reason.clone() });
+                    self.exit = Some(NodeExit::NameRefused(reason));
+                } else {
+                    self.notify(Notice::NameContested {
+                        reason: format!("tracker {tracker} gives the name '{name}' to another key"),
+                    });
+                }
             }
             (request, DirectoryResponse::Refused { reason }) => {
                 // Not fatal: the node goes on with its own copy of the directory and tries
@@ -353,6 +500,11 @@ impl Node {
                 self.take_cards(cards, false).await;
                 if more {
                     self.list_directory(tracker, after);
+                } else {
+                    self.first_listings.remove(&tracker);
+                    if self.first_listings.is_empty() {
+                        self.directory.settle();
+                    }
                 }
             }
             (request, response) => {
@@ -385,8 +537,12 @@ impl Node {
         let network = self.chain.network();
         for card in cards {
             let name = card.name.to_string();
+            if card.name.key() == self.config.name.key() && card.key != self.keypair.public() {
+                warn!(%name, key = %card.key, "another key claims this node's own name: ignored");
+                continue;
+            }
             match self.directory.merge(card.clone(), &network, now_ms()) {
-                Ok(true) => {
+                Ok(Merged::Changed) => {
                     changed += 1;
                     if announce {
                         self.notify(Notice::PeerJoined { name });
@@ -398,7 +554,12 @@ impl Node {
                         self.client.dial(Some(peer), addresses_of(&card)).await;
                     }
                 }
-                Ok(false) => {}
+                Ok(Merged::Unchanged) => {}
+                Ok(Merged::Conflict) => warn!(
+                    %name,
+                    key = %card.key,
+                    "another key claims a name this node knows with a key seen first: kept aside"
+                ),
                 Err(error) => warn!(%name, %error, "ignored an invalid card"),
             }
         }
@@ -423,6 +584,9 @@ impl Node {
     /// Once a second: register again after an address change; save last-seen times;
     /// dial the known peers that are not connected and whose backoff has passed.
     pub(super) async fn directory_housekeeping(&mut self) {
+        if self.started.elapsed() > SETTLE_AT_MOST_AFTER {
+            self.directory.settle(); // a tracker that is down does not hold names open
+        }
         self.dial_known_peers().await;
         if self.directory.stale_registration {
             let connected: Vec<PeerId> =
@@ -448,6 +612,96 @@ mod tests {
     }
 
     #[test]
+    fn given_a_restart_after_the_clock_stepped_back_then_the_card_seq_still_rises() {
+        let store = MemoryStore::new();
+        let own = Keypair::from_secret_bytes([1; 32]).expect("valid scalar");
+        let load = || DirectoryBook::load(&store.reader().expect("reader"), own.public());
+        let mut book = load().expect("an empty directory");
+        let first = book.next_seq(10_000_000);
+        assert!(book.has_unsaved());
+        let mut writer = store.writer().expect("writer");
+        book.persist(&mut writer).expect("persisted");
+        writer.commit().expect("committed");
+        assert!(!book.has_unsaved(), "an idle node has nothing to commit");
+
+        // The node restarts with the clock an hour behind.
+        let mut again = load().expect("the stored directory");
+        assert!(!again.has_unsaved());
+        let second = again.next_seq(10_000_000 - 3_600_000);
+        assert!(second > first, "{second} after {first}");
+    }
+
+    fn empty_book(store: &MemoryStore) -> DirectoryBook {
+        let own = Keypair::from_secret_bytes([1; 32]).expect("valid scalar");
+        DirectoryBook::load(&store.reader().expect("reader"), own.public())
+            .expect("an empty directory")
+    }
+
+    fn key(byte: u8) -> Keypair {
+        Keypair::from_secret_bytes([byte; 32]).expect("valid scalar")
+    }
+
+    #[test]
+    fn given_a_known_name_when_another_key_claims_it_then_kept_aside_and_the_first_key_keeps_it() {
+        let store = MemoryStore::new();
+        let mut book = empty_book(&store);
+        let (alice, mallory) = (key(2), key(3));
+        let network = NetworkId::ZERO;
+        assert_eq!(book.merge(card(&alice, "alice", 5), &network, 1_000), Ok(Merged::Changed));
+        book.settle();
+        // Mallory registers "alice" at another tracker, later, with a higher seq.
+        let later = 61_000;
+        assert_eq!(book.merge(card(&mallory, "alice", 9), &network, later), Ok(Merged::Conflict));
+        assert_eq!(book.resolve("alice").expect("alice").key, alice.public());
+        let mallory_short = mallory.public().to_string()[..12].to_string();
+        assert_eq!(book.other_claims("alice"), vec![mallory_short.clone()]);
+        let views = book.views(&HashMap::new(), later);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].key, alice.public().to_string());
+        assert_eq!(views[0].also_claimed_by, vec![mallory_short.clone()]);
+        // Her key prefix still reaches Mallory's card, if the user really means her.
+        assert_eq!(book.resolve(&mallory_short).expect("by key").key, mallory.public());
+        // A restart keeps the first key: the binding is stored.
+        let mut writer = store.writer().expect("writer");
+        book.persist(&mut writer).expect("persisted");
+        writer.commit().expect("committed");
+        let mut again = empty_book(&store);
+        assert_eq!(again.merge(card(&mallory, "alice", 9), &network, later), Ok(Merged::Conflict));
+        assert!(again.resolve("alice").is_ok(), "a stored name was not seen at once with her");
+        assert_eq!(again.resolve("alice").expect("alice").key, alice.public());
+    }
+
+    #[test]
+    fn given_two_keys_for_a_name_at_first_sight_then_the_name_is_ambiguous_and_a_key_prefix_picks()
+    {
+        let store = MemoryStore::new();
+        let mut book = empty_book(&store);
+        let (alice, mallory) = (key(2), key(3));
+        let network = NetworkId::ZERO;
+        book.merge(card(&mallory, "alice", 9), &network, 1_000).expect("valid");
+        book.merge(card(&alice, "alice", 5), &network, 1_500).expect("valid");
+        let error = book.resolve("alice").expect_err("ambiguous");
+        assert!(error.contains("claimed by 2 keys at once"), "{error}");
+        let prefix = &alice.public().to_string()[..10];
+        assert_eq!(book.resolve(prefix).expect("by key").key, alice.public());
+        assert!(book.resolve("02").is_err(), "too short a prefix is not a key");
+    }
+
+    #[test]
+    fn given_the_holder_moves_to_another_name_then_the_claimant_gets_the_name() {
+        let store = MemoryStore::new();
+        let mut book = empty_book(&store);
+        let (alice, bob) = (key(2), key(3));
+        let network = NetworkId::ZERO;
+        book.merge(card(&alice, "alice", 5), &network, 1_000).expect("valid");
+        book.merge(card(&bob, "alice", 6), &network, 100_000).expect("valid");
+        assert_eq!(book.merge(card(&alice, "alicia", 7), &network, 200_000), Ok(Merged::Changed));
+        assert_eq!(book.resolve("alice").expect("alice").key, bob.public());
+        assert_eq!(book.resolve("alicia").expect("alicia").key, alice.public());
+        assert!(book.other_claims("alice").is_empty());
+    }
+
+    #[test]
     fn given_an_older_card_of_a_key_under_another_name_then_the_newer_card_stays() {
         let store = MemoryStore::new();
         let own = Keypair::from_secret_bytes([1; 32]).expect("valid scalar");
@@ -455,12 +709,18 @@ mod tests {
             .expect("an empty directory");
         let alice = Keypair::from_secret_bytes([2; 32]).expect("valid scalar");
 
-        assert_eq!(book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0), Ok(true));
-        assert_eq!(book.merge(card(&alice, "alicia", 3), &NetworkId::ZERO, 0), Ok(false));
-        assert_eq!(book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0), Ok(false));
+        assert_eq!(book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0), Ok(Merged::Changed));
+        assert_eq!(
+            book.merge(card(&alice, "alicia", 3), &NetworkId::ZERO, 0),
+            Ok(Merged::Unchanged)
+        );
+        assert_eq!(
+            book.merge(card(&alice, "alice", 5), &NetworkId::ZERO, 0),
+            Ok(Merged::Unchanged)
+        );
         assert_eq!(book.names(), vec!["alice".to_string()]);
 
-        assert_eq!(book.merge(card(&alice, "alicia", 6), &NetworkId::ZERO, 0), Ok(true));
+        assert_eq!(book.merge(card(&alice, "alicia", 6), &NetworkId::ZERO, 0), Ok(Merged::Changed));
         assert_eq!(book.names(), vec!["alicia".to_string()], "a key holds one name");
         assert_eq!(book.name_of(&alice.public()).as_deref(), Some("alicia"));
     }

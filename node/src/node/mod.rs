@@ -160,6 +160,12 @@ pub struct Node {
     notified: HashSet<TxId>,
     /// Set when the node must stop on its own (its name was refused).
     exit: Option<NodeExit>,
+    /// Trackers that give our name to another key.
+    name_refused_by: HashSet<PeerId>,
+    /// Trackers whose first full listing has not come yet.
+    first_listings: HashSet<PeerId>,
+    /// When the node started.
+    started: std::time::Instant,
     /// What `GET /metrics` shows.
     metrics: NodeMetrics,
 }
@@ -205,8 +211,9 @@ pub fn start(
     let (requests, request_rx) = mpsc::channel(REQUEST_CAPACITY);
     let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
     let (internal, internal_rx) = mpsc::channel(REQUEST_CAPACITY);
-    let trackers =
+    let trackers: HashMap<PeerId, bool> =
         config.trackers.iter().filter_map(network::peer_of).map(|peer| (peer, false)).collect();
+    let first_listings = trackers.keys().copied().collect();
     info!(
         network = %chain.network(),
         height = chain.tip().height(),
@@ -232,6 +239,9 @@ pub fn start(
         next_job: 0,
         notified,
         exit: None,
+        name_refused_by: HashSet::new(),
+        first_listings,
+        started: std::time::Instant::now(),
         metrics,
     };
     let task = tokio::spawn(node.run(request_rx, events));

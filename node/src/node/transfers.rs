@@ -133,7 +133,8 @@ impl Node {
             Ok(DirectResponse::Accepted) => {
                 info!(%txid, to = %to_name, "accepted by the receiver");
                 self.outbox_remove(&txid);
-                Ok(SendView { txid: txid.to_string(), status: "accepted" })
+                let also_claimed_by = self.directory.other_claims(&to_name);
+                Ok(SendView { txid: txid.to_string(), status: "accepted", also_claimed_by })
             }
             Ok(DirectResponse::Rejected { reason }) => {
                 warn!(%txid, to = %to_name, %reason, "rejected by the receiver");
@@ -148,7 +149,8 @@ impl Node {
                 if reply.is_some() {
                     self.broadcast_pending(&txid).await;
                 }
-                Ok(SendView { txid: txid.to_string(), status: "broadcast" })
+                let also_claimed_by = self.directory.other_claims(&to_name);
+                Ok(SendView { txid: txid.to_string(), status: "broadcast", also_claimed_by })
             }
         };
         if let Some(reply) = reply {

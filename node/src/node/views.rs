@@ -189,6 +189,9 @@ pub struct PeerView {
     pub addresses: Vec<String>,
     /// Last time it was connected or announced, Unix ms: now while it is connected.
     pub last_seen: u64,
+    /// Other keys (short) that claim the same name at some tracker; the name stays with
+    /// the key this node saw first.
+    pub also_claimed_by: Vec<String>,
 }
 
 /// `POST /api/send`.
@@ -198,6 +201,10 @@ pub struct SendView {
     pub txid: String,
     /// `accepted` (by the receiver) or `broadcast` (receiver unreachable).
     pub status: &'static str,
+    /// Other keys (short) that claim the receiver's name too; it went to the key first
+    /// seen with the name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_claimed_by: Vec<String>,
 }
 
 /// `POST /api/mine`.
@@ -435,6 +442,11 @@ pub enum Notice {
     /// A tracker refused this node's name: the node stops.
     NameRefused {
         /// The tracker's reason.
+        reason: String,
+    },
+    /// One tracker gives this node's name to another key; others still hold it for us.
+    NameContested {
+        /// Which tracker, and what it said.
         reason: String,
     },
 }

@@ -772,3 +772,52 @@ fn given_a_gossiped_block_forking_far_below_the_tip_then_it_is_not_stored() {
     assert_eq!(alice.height(), 102);
     assert!(mallory.connected().contains(&alice.peer_id), "a valid block is no offence");
 }
+
+#[test]
+fn given_a_free_message_then_it_is_neither_taken_nor_relayed_and_the_sender_is_not_banned() {
+    use raclette_node::network::Topic;
+    use raclette_protocol::{Amount, WireMessage as _};
+
+    let net = Net::new("fees", 12);
+    let (alice, bob) = (net.node("alice"), net.node("bob"));
+    wait_connected(&[&alice, &bob]);
+
+    // A valid transfer of 0 with a fee of 0 needs no balance: without a minimum fee,
+    // anyone could fill every mempool and inbox for nothing.
+    let spammer = rogue(&net, 0x64, &alice);
+    let bob_key: raclette_protocol::PublicKey =
+        bob.get("whoami")["key"].as_str().unwrap().parse().unwrap();
+    let message =
+        raclette_protocol::encryption::encrypt(&spammer.keypair, &bob_key, [2; 16], b"free")
+            .unwrap();
+    let free = raclette_protocol::Transfer::sign(
+        &spammer.keypair,
+        net.params.network_id(),
+        bob_key,
+        Amount::ZERO,
+        Amount::ZERO,
+        0,
+        message,
+    );
+    spammer.publish(Topic::Transactions, free.encode());
+    // Alice's own transfer, sent after it over the same gossip, arrives: by then the free
+    // one has been judged.
+    alice.mine(1);
+    let (txid, _) = alice.send("bob", "1", "paid");
+    wait_for("bob to get alice's transfer", PATIENCE, || {
+        bob.mempool_ids().contains(&txid).then_some(())
+    });
+    let free_id = free.txid().to_string();
+    assert!(!alice.mempool_ids().contains(&free_id), "alice took the free transfer");
+    assert!(!bob.mempool_ids().contains(&free_id), "the free transfer was relayed to bob");
+    assert!(inbox_entries(&bob, &free_id).is_empty(), "no inbox row for it");
+    assert!(spammer.connected().contains(&alice.peer_id), "policy, not an offence");
+
+    // The REPL's and the API's own sends say why.
+    let (status, body) = alice.post(
+        "send",
+        serde_json::json!({ "to": "bob", "amount": "0", "message": "free", "fee": "0" }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("minimum relay fee"), "{body}");
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
-use raclette_protocol::{NetworkParams, PeerName};
+use raclette_protocol::{Amount, NetworkParams, PeerName};
 
 use crate::node::NodeConfig;
 
@@ -41,6 +41,9 @@ pub struct DemoArgs {
     pub threads: Option<usize>,
 }
 
+/// The default minimum relay fee, a tenth of the fee `send` pays by default.
+pub const DEFAULT_MIN_RELAY_FEE: &str = "0.0001";
+
 /// The flags of a node.
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -67,6 +70,10 @@ pub struct NodeArgs {
     /// Let --api listen beyond loopback; the token is then the only guard.
     #[arg(long = "api-allow-remote", env = "RACLETTE_API_ALLOW_REMOTE")]
     pub api_allow_remote: bool,
+    /// The least fee a transfer must pay for this node to take it into its mempool and
+    /// relay it (policy, not consensus: a block may hold cheaper ones).
+    #[arg(long = "min-relay-fee", env = "RACLETTE_MIN_RELAY_FEE", default_value = DEFAULT_MIN_RELAY_FEE)]
+    pub min_relay_fee: Amount,
     /// Mining threads [default: all cores].
     #[arg(long, env = "RACLETTE_THREADS")]
     pub threads: Option<usize>,
@@ -132,6 +139,7 @@ impl NodeArgs {
             trackers: self.trackers.clone(),
             external: self.external.clone(),
             threads,
+            min_relay_fee: self.min_relay_fee,
         })
     }
 }

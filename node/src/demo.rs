@@ -191,6 +191,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         data: Some(dir.path().join("you")),
         api: None,
         api_allow_remote: false,
+        min_relay_fee: crate::cli::DEFAULT_MIN_RELAY_FEE.parse().expect("a valid amount"),
         threads: args.threads,
         network: "dev".into(),
         network_file: None,

@@ -52,6 +52,14 @@ pub enum MempoolError {
     /// The pool is full of transfers paying at least as much.
     #[error("mempool is full and the fee is too low to replace anything")]
     Full,
+    /// The fee is below this node's minimum relay fee (policy, not consensus).
+    #[error("the fee {fee} is below this node's minimum relay fee {min}")]
+    FeeTooLow {
+        /// The transfer's fee.
+        fee: Amount,
+        /// The node's minimum.
+        min: Amount,
+    },
     /// The node's store failed while checking.
     #[error("the node could not read its state: {0}")]
     Unavailable(String),
@@ -68,6 +76,7 @@ impl MempoolError {
             | MempoolError::NonceTaken { .. }
             | MempoolError::SenderFull
             | MempoolError::Full
+            | MempoolError::FeeTooLow { .. }
             | MempoolError::Unavailable(_) => false,
         }
     }
@@ -81,6 +90,9 @@ pub struct Mempool {
     by_sender: HashMap<PublicKey, BTreeMap<u64, TxId>>,
     /// Changes not yet written: `true` to store the record, `false` to delete it.
     unsaved: HashMap<TxId, bool>,
+    /// The least fee a transfer must pay to be taken and relayed: what makes spam cost
+    /// money, since a transfer of 0 needs no balance of its own.
+    min_fee: Amount,
 }
 
 impl Mempool {
@@ -91,7 +103,14 @@ impl Mempool {
             records: HashMap::new(),
             by_sender: HashMap::new(),
             unsaved: HashMap::new(),
+            min_fee: Amount::ZERO,
         }
+    }
+
+    /// The same pool, taking only transfers that pay at least `fee`.
+    pub fn with_min_fee(mut self, fee: Amount) -> Self {
+        self.min_fee = fee;
+        self
     }
 
     /// Loads the stored pool and drops what no longer fits the tip.
@@ -159,6 +178,9 @@ impl Mempool {
             return Err(MempoolError::AlreadyKnown);
         }
         transfer.check_stateless(&self.network)?;
+        if transfer.fee < self.min_fee {
+            return Err(MempoolError::FeeTooLow { fee: transfer.fee, min: self.min_fee });
+        }
         let store_error = |error: StoreError| MempoolError::Unavailable(error.to_string());
         if reader.tx_block(&txid).map_err(store_error)?.is_some() {
             return Err(MempoolError::AlreadyMined);
@@ -508,6 +530,25 @@ mod tests {
             pool.add(&reader, transfer(&params, &alice, &bob, 0, 0, MAX_PER_SENDER as u64), NOW),
             Err(MempoolError::SenderFull)
         );
+    }
+
+    #[test]
+    fn given_a_minimum_relay_fee_then_free_messages_are_refused_without_blame() {
+        let params = easy_params();
+        let chain = funded(1);
+        let reader = chain.store().reader().unwrap();
+        let min = Amount::from_units(10_000);
+        let mut pool = Mempool::new(params.network_id()).with_min_fee(min);
+        let (spammer, bob) = (keypair("spammer"), keypair("bob"));
+        let free = transfer(&params, &spammer, &bob, 0, 0, 0);
+        let error = pool.add(&reader, free, NOW).unwrap_err();
+        assert_eq!(error, MempoolError::FeeTooLow { fee: Amount::ZERO, min });
+        assert!(!error.is_peer_fault(), "policy, not a broken rule");
+        assert!(pool.is_empty());
+        // Alice, who mined a block, pays the minimum for a message of 0: taken.
+        let paid = transfer(&params, &keypair("alice"), &bob, 0, 10_000, 0);
+        pool.add(&reader, paid, NOW).unwrap();
+        assert_eq!(pool.len(), 1);
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub external: Vec<Multiaddr>,
     /// Mining threads.
     pub threads: usize,
+    /// The least fee a transfer must pay for this node to take and relay it.
+    pub min_relay_fee: Amount,
 }
 
 /// Results of spawned work, posted back to the node task.
@@ -188,7 +190,8 @@ pub fn start(
     let peer_id = crate::network::identity::peer_id_of(&keypair.public());
     let store = LmdbStore::open(&config.data_dir.join("store"))?;
     let chain = Chain::open(store, config.params.clone(), Some(keypair.public()))?;
-    let mempool = Mempool::load(chain.network(), &chain.store().reader()?)?;
+    let mempool = Mempool::load(chain.network(), &chain.store().reader()?)?
+        .with_min_fee(config.min_relay_fee);
     let directory = DirectoryBook::load(&chain.store().reader()?, keypair.public())?;
     let notified = chain
         .store()

@@ -49,6 +49,9 @@ const MAX_GOSSIP_FORK_DEPTH: u64 = 100;
 /// The fee a `send` pays when none is given: 0.001 coin.
 pub const DEFAULT_FEE: Amount = Amount::from_units(100_000);
 
+/// How often the inbox is swept of transfers that were never mined.
+const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -168,6 +171,8 @@ pub struct Node {
     first_listings: HashSet<PeerId>,
     /// When the node started.
     started: std::time::Instant,
+    /// When the inbox was last swept of transfers that were never mined.
+    last_inbox_sweep: Option<std::time::Instant>,
     /// What `GET /metrics` shows.
     metrics: NodeMetrics,
 }
@@ -245,6 +250,7 @@ pub fn start(
         name_refused_by: HashSet::new(),
         first_listings,
         started: std::time::Instant::now(),
+        last_inbox_sweep: None,
         metrics,
     };
     let task = tokio::spawn(node.run(request_rx, events));
@@ -331,6 +337,10 @@ impl Node {
         self.report_mining_rate();
         self.sync_housekeeping().await;
         self.directory_housekeeping().await;
+        if self.last_inbox_sweep.is_none_or(|at| at.elapsed() >= INBOX_SWEEP_EVERY) {
+            self.last_inbox_sweep = Some(std::time::Instant::now());
+            self.sweep_inbox(now_ms());
+        }
     }
 
     /// A peer's display name: its directory name, or the start of its key.

@@ -185,6 +185,35 @@ impl Node {
         }
     }
 
+    /// Drops the inbox rows of transfers that were never mined and are no longer
+    /// pending, once they are [`INBOX_UNMINED_EXPIRY`] old: a transfer that was evicted
+    /// or replaced would otherwise keep its row for ever.
+    pub(super) fn sweep_inbox(&mut self, now: u64) {
+        let records = self
+            .chain
+            .store()
+            .reader()
+            .and_then(|reader| reader.values::<InboxRecord>(Table::Inbox))
+            .unwrap_or_else(|error| self.fatal(error));
+        let rows: Vec<(TxId, u64)> =
+            records.iter().map(|record| (record.transfer.txid(), record.received_ms)).collect();
+        let expired = expired_inbox(&rows, now, |txid| {
+            self.mempool.get(txid).is_some()
+                || self
+                    .chain
+                    .confirmation_height(txid)
+                    .unwrap_or_else(|error| self.fatal(error))
+                    .is_some()
+        });
+        if expired.is_empty() {
+            return;
+        }
+        info!(rows = expired.len(), "dropped inbox rows of transfers that were never mined");
+        self.write(|writer| {
+            expired.iter().try_for_each(|txid| writer.delete(Table::Inbox, txid.as_bytes()))
+        });
+    }
+
     /// A peer came online: deliver what waited for it.
     pub(super) async fn deliver_outbox_to(&mut self, peer: PeerId) {
         let Some(key) = key_of(&peer) else { return };
@@ -320,5 +349,40 @@ impl Node {
             }
             Err(_) => MessageAcceptance::Ignore,
         }
+    }
+}
+
+/// How long the inbox keeps a transfer that is neither mined nor pending, as long as
+/// Bitcoin Core keeps a transaction in its mempool.
+pub const INBOX_UNMINED_EXPIRY: std::time::Duration =
+    std::time::Duration::from_secs(14 * 24 * 3600);
+
+/// The inbox rows (txid, received at) to drop at `now`: old enough, and not `alive` (mined
+/// on the best chain, or pending).
+fn expired_inbox(rows: &[(TxId, u64)], now: u64, alive: impl Fn(&TxId) -> bool) -> Vec<TxId> {
+    let expiry = INBOX_UNMINED_EXPIRY.as_millis() as u64;
+    rows.iter()
+        .filter(|(txid, received)| received.saturating_add(expiry) < now && !alive(txid))
+        .map(|(txid, _)| *txid)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_old_rows_then_only_those_neither_mined_nor_pending_expire() {
+        let day = 24 * 3600 * 1000;
+        let now = 100 * day;
+        let id = |byte| TxId::from_bytes([byte; 32]);
+        let rows = [
+            (id(1), now - 20 * day), // evicted long ago: expires
+            (id(2), now - 20 * day), // mined: stays
+            (id(3), now - day),      // recent: stays
+            (id(4), now - 20 * day), // still pending: stays
+        ];
+        let alive = |txid: &TxId| *txid == id(2) || *txid == id(4);
+        assert_eq!(expired_inbox(&rows, now, alive), vec![id(1)]);
     }
 }

@@ -20,10 +20,16 @@ type Sample = (String, String, f64);
 fn parse(text: &str) -> Vec<Sample> {
     assert!(text.ends_with("# EOF\n"), "ends with # EOF");
     let mut samples = Vec::new();
+    let mut families = std::collections::HashSet::new();
     for line in text.lines() {
         if let Some(comment) = line.strip_prefix("# ") {
-            let word = comment.split_whitespace().next().unwrap();
+            let mut words = comment.split_whitespace();
+            let word = words.next().unwrap();
             assert!(["HELP", "TYPE", "UNIT", "EOF"].contains(&word), "comment: {line}");
+            if word == "TYPE" {
+                let family = words.next().unwrap().to_string();
+                assert!(families.insert(family), "each metric is described once: {line}");
+            }
             continue;
         }
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample: {line}"));
@@ -99,7 +105,7 @@ fn given_mining_and_a_transfer_then_the_metrics_parse_and_their_counters_moved()
 
     let bob_now = scrape(&bob);
     let gossip_blocks = ["source=\"gossip\"", "outcome=\"accepted\""];
-    assert_eq!(total(&before, "raclette_blocks_total", &gossip_blocks), 0.0);
+    assert!(total(&bob_now, "raclette_blocks_total", &gossip_blocks) >= 1.0, "{bob_now:?}");
     assert!(total(&bob_now, "raclette_blocks_total", &[]) >= 2.0, "two blocks came");
     let direct = ["source=\"direct\"", "outcome=\"accepted\""];
     assert_eq!(total(&bob_now, "raclette_transfers_total", &direct), 1.0);

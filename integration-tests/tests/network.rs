@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use raclette_integration_tests::harness::{
-    NodeOptions, NodeProcess, RawPeer, TrackerProcess, network_file, test_params, wait_for,
+    NodeOptions, NodeProcess, RawPeer, TrackerProcess, http_text, network_file, test_params,
+    wait_for,
 };
 use serde_json::{Value, json};
 
@@ -800,8 +801,13 @@ fn given_a_free_message_then_it_is_neither_taken_nor_relayed_and_the_sender_is_n
         message,
     );
     spammer.publish(Topic::Transactions, free.encode());
-    // Alice's own transfer, sent after it over the same gossip, arrives: by then the free
-    // one has been judged.
+    // Alice judged it (her metrics count the verdict) ...
+    let verdict =
+        "raclette_transfers_total{source=\"gossip\",outcome=\"ignored\",reason=\"FeeTooLow\"} 1";
+    wait_for("alice to judge the free transfer", PATIENCE, || {
+        http_text(&format!("{}/metrics", alice.api)).1.contains(verdict).then_some(())
+    });
+    // ... and a paid transfer of hers still reaches bob's mempool.
     alice.mine(1);
     let (txid, _) = alice.send("bob", "1", "paid");
     wait_for("bob to get alice's transfer", PATIENCE, || {

@@ -19,27 +19,23 @@ impl Drop for Background {
     }
 }
 
-/// The tracker binary next to this one. Run through `cargo run`, it is (re)built first
-/// when it is missing or older than this binary: it lives in another package of the
-/// workspace, which `cargo run --bin raclette-node` does not build. Cargo's own progress
-/// is shown, so that a first build of a few minutes never looks like a hang.
+/// The tracker binary next to this one. Run through `cargo run`, it is built first when
+/// missing: it lives in another package of the workspace, which `cargo run --bin
+/// raclette-node` does not build. Cargo's own progress is shown, so that a first build of
+/// a few minutes never looks like a hang.
 fn tracker_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|error| error.to_string())?;
     let dir = exe.parent().ok_or("cannot locate this binary's directory")?;
     let tracker = dir.join("raclette-tracker");
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return if tracker.exists() {
-            Ok(tracker)
-        } else {
-            Err(format!(
-                "{} is missing: build the workspace first (cargo build --release)",
-                tracker.display()
-            ))
-        };
-    };
-    if !older(&tracker, &exe) {
+    if tracker.exists() {
         return Ok(tracker);
     }
+    let cargo = std::env::var_os("CARGO").ok_or_else(|| {
+        format!(
+            "{} is missing: build the workspace first (cargo build --release)",
+            tracker.display()
+        )
+    })?;
     eprintln!("building raclette-tracker for the demo (the first time takes a few minutes)...");
     let release = dir.file_name().is_some_and(|name| name == "release");
     let mut build = user_command(&cargo);
@@ -58,10 +54,11 @@ fn tracker_binary() -> Result<PathBuf, String> {
 }
 
 /// `program` (cargo, or `just` that runs cargo) as a user would run it, from a program
-/// that `cargo run` or `cargo test` started. Cargo gives such a program the variables it sets for build scripts
-/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`...); build scripts that watch them (ring's
-/// does) would see other values than in a plain build, and their crates and everything
-/// above them would be rebuilt now and again at the next plain build.
+/// that `cargo run` or `cargo test` started. Cargo gives such a program the variables it
+/// sets for build scripts (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`...); build scripts that
+/// watch them (ring's does) would see other values than in a plain build, and their
+/// crates and everything above them would be rebuilt now and again at the next plain
+/// build.
 pub fn user_command(program: &std::ffi::OsStr) -> Command {
     const SET_BY_CARGO: [&str; 8] = [
         "CARGO_MANIFEST_",
@@ -82,15 +79,6 @@ pub fn user_command(program: &std::ffi::OsStr) -> Command {
         }
     }
     command
-}
-
-/// Whether `file` is missing or was built before `than`.
-fn older(file: &Path, than: &Path) -> bool {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (modified(file), modified(than)) {
-        (Some(file), Some(than)) => file < than,
-        _ => true,
-    }
 }
 
 /// Starts the tracker on loopback and returns its TCP address.

@@ -10,7 +10,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// How a block or transfer that arrived was judged.
@@ -63,13 +62,6 @@ pub struct NodeMetrics {
     pub sync_pages: Family<Kind, Counter>,
     /// Bytes of sync pages received.
     pub sync_bytes: Counter,
-    /// Time from sending a request to its answer, by protocol.
-    pub request_seconds: Family<Kind, Histogram>,
-}
-
-fn latency_histogram() -> Histogram {
-    // 1 ms to about 33 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl NodeMetrics {
@@ -87,7 +79,6 @@ impl NodeMetrics {
             transfers: Family::default(),
             sync_pages: Family::default(),
             sync_bytes: Counter::default(),
-            request_seconds: Family::new_with_constructor(latency_histogram),
         };
         registry.register("height", "Height of the best chain", metrics.height.clone());
         registry.register("work", "Cumulative work of the best chain", metrics.work.clone());
@@ -116,11 +107,7 @@ impl NodeMetrics {
         );
         registry.register("sync_pages", "Sync pages received", metrics.sync_pages.clone());
         registry.register("sync_bytes", "Bytes of sync pages received", metrics.sync_bytes.clone());
-        registry.register(
-            "request_seconds",
-            "Time from a request to its answer, by protocol",
-            metrics.request_seconds.clone(),
-        );
+        // Request latencies are the network loop's (`network::new`), which times them.
         metrics
     }
 

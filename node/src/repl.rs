@@ -197,18 +197,26 @@ pub fn hash_rate(rate: f64) -> String {
 /// be shown on a terminal: control characters, newlines included, are written as escapes
 /// (`\x1b`), so no sender can move the cursor, recolour the screen or fake a line.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut shown = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() {
             shown.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else if is_bidi_control(c) {
+            shown.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             shown.push(c);
         }
     }
     std::borrow::Cow::Owned(shown)
+}
+
+/// The characters that reorder text on terminals that support bidirectional text
+/// ("carol\u{202e}evil" would show as "carollive").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// One line of `peers`: a connected peer is seen now, so only the others say when.
@@ -618,6 +626,7 @@ mod tests {
         assert_eq!(printable("a\nalice sent you 9\r"), "a\\x0aalice sent you 9\\x0d");
         assert_eq!(printable("\u{9b}31m"), "\\x9b31m", "the C1 control sequence introducer");
         assert_eq!(printable("fondue é 🧀"), "fondue é 🧀");
+        assert_eq!(printable("carol\u{202e}evil"), "carol\\u202eevil", "right-to-left override");
     }
 
     #[test]

@@ -87,12 +87,20 @@ pub fn run_node(args: &NodeArgs) -> ExitCode {
                         );
                     }
                     println!("node api: http://{bound}");
-                    // The token rides in the fragment, which browsers never send.
+                    // The token rides in the fragment, which browsers never send; it is
+                    // printed only to a terminal, never into a daemon's log.
                     let page = match bound.ip().is_unspecified() {
                         true => std::net::SocketAddr::from(([127, 0, 0, 1], bound.port())),
                         false => bound,
                     };
-                    println!("web: http://{page}/#token={token}");
+                    if std::io::stdout().is_terminal() {
+                        println!("web: http://{page}/#token={token}");
+                    } else {
+                        println!(
+                            "web: http://{page}/#token=TOKEN (TOKEN: the line in {})",
+                            data_dir.join(crate::api::access::COOKIE_FILE).display()
+                        );
+                    }
                 }
                 Err(error) => {
                     eprintln!("raclette-node: cannot serve the API on {address}: {error}");

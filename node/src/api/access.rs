@@ -95,16 +95,30 @@ pub fn write_cookie(data_dir: &Path) -> std::io::Result<(String, PathBuf)> {
     Ok((token, path))
 }
 
+/// The middleware in front of the page and `/metrics`, which need no token: 403 for a
+/// foreign `Host`, so that no rebound web page reads them.
+pub async fn check_host(State(access): State<Access>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
+    if !access.host_allowed(host) {
+        return foreign_host();
+    }
+    next.run(request).await
+}
+
+fn foreign_host() -> Response {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "the Host header must name this machine (localhost, a loopback address or the --api address)".into(),
+    )
+    .into_response()
+}
+
 /// The middleware in front of `/api/*`: 403 for a foreign `Host`, 401 without the token.
 pub async fn check(State(access): State<Access>, request: Request, next: Next) -> Response {
     let headers: &HeaderMap = request.headers();
     let text = |name| headers.get(name).and_then(|value: &header::HeaderValue| value.to_str().ok());
     if !access.host_allowed(text(header::HOST)) {
-        return ApiError(
-            StatusCode::FORBIDDEN,
-            "the Host header must name this machine (localhost, a loopback address or the --api address)".into(),
-        )
-        .into_response();
+        return foreign_host();
     }
     if !access.token_matches(text(header::AUTHORIZATION)) {
         let mut response = ApiError(

@@ -54,12 +54,15 @@ fn ok<T: serde::Serialize>(value: T) -> ApiResult {
 /// API, each of whose routes is behind `access`.
 pub fn router(node: NodeHandle, access: Access) -> Router {
     let metrics = Router::new().route("/metrics", get(metrics)).with_state(node.clone());
+    let public = web::routes()
+        .merge(metrics)
+        .layer(axum::middleware::from_fn_with_state(access.clone(), access::check_host));
     let api = api_routes(node).layer(axum::middleware::from_fn_with_state(access, access::check));
-    web::routes().merge(metrics).merge(api)
+    public.merge(api)
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. It holds no secret, so it needs no
-/// token: a Prometheus server scrapes it as it is.
+/// token (a Prometheus server scrapes it as it is), only a `Host` naming this machine.
 async fn metrics(State(node): State<NodeHandle>) -> ApiResult {
     node.ask(Request::RefreshMetrics).await?;
     let text = crate::metrics::encode(&node.registry);

@@ -69,6 +69,9 @@ pub(super) struct DirectoryBook {
 struct Conflict {
     /// Their newest cards, by key.
     cards: HashMap<PublicKey, PeerCard>,
+    /// Their keys in the order they first claimed the name here (a claimant chooses
+    /// its own `seq`, so only arrival can rank them).
+    arrival: Vec<PublicKey>,
     /// Whether the first of them came with the name's first sighting: then no key is
     /// known to be the right one, and the name alone cannot pick.
     at_first_sight: bool,
@@ -178,13 +181,16 @@ impl DirectoryBook {
             return Ok(entry.card.clone());
         }
         if lower.len() >= MIN_KEY_PREFIX && lower.chars().all(|c| c.is_ascii_hexdigit()) {
-            let matching: Vec<&PeerCard> = self
+            // A key is one peer, however many names it holds or claims.
+            let mut matching: Vec<&PeerCard> = self
                 .entries
                 .values()
                 .map(|entry| &entry.card)
                 .chain(self.conflicts.values().flat_map(|conflict| conflict.cards.values()))
                 .filter(|card| card.key.to_string().starts_with(&lower))
                 .collect();
+            matching.sort_by_key(|card| card.key.to_string());
+            matching.dedup_by_key(|card| card.key);
             match matching.as_slice() {
                 [card] => return Ok((*card).clone()),
                 [] => {}
@@ -253,9 +259,15 @@ impl DirectoryBook {
             if conflict.cards.is_empty() {
                 conflict.at_first_sight = first_sight;
             }
-            let newer = conflict.cards.get(&card.key).is_none_or(|held| held.seq < card.seq);
-            if newer {
-                conflict.cards.insert(card.key, card);
+            match conflict.cards.get(&card.key) {
+                None => {
+                    conflict.arrival.push(card.key);
+                    conflict.cards.insert(card.key, card);
+                }
+                Some(held) if held.seq < card.seq => {
+                    conflict.cards.insert(card.key, card);
+                }
+                Some(_) => {}
             }
             return Ok(Merged::Conflict);
         }
@@ -268,9 +280,12 @@ impl DirectoryBook {
             self.removed.insert(previous.clone());
             self.promote_claimant(&previous, now);
         }
-        if let Some(conflict) = self.conflicts.get_mut(&name) {
+        // A key holds one name: bound to this one, it claims no other.
+        self.conflicts.retain(|_, conflict| {
             conflict.cards.remove(&card.key);
-        }
+            conflict.arrival.retain(|key| *key != card.key);
+            !conflict.cards.is_empty()
+        });
         self.removed.remove(&name);
         if self.settling && !self.entries.contains_key(&name) {
             self.bound_while_settling.insert(name.clone());
@@ -280,22 +295,23 @@ impl DirectoryBook {
         Ok(Merged::Changed)
     }
 
-    /// `name` was left by its holder: the newest card among those that claimed it too
-    /// takes it.
+    /// `name` was left by its holder: the first other key that claimed it (and holds no
+    /// other name here) takes it, with its newest card.
     fn promote_claimant(&mut self, name: &str, now: u64) {
-        let Some(conflict) = self.conflicts.remove(name) else { return };
-        let mut claimants: Vec<PeerCard> = conflict.cards.into_values().collect();
-        claimants.sort_by_key(|card| std::cmp::Reverse(card.seq));
-        let mut rest = claimants.into_iter();
-        let Some(winner) = rest.next() else { return };
+        let Some(mut conflict) = self.conflicts.remove(name) else { return };
+        let Some(position) = conflict.arrival.iter().position(|key| !self.by_key.contains_key(key))
+        else {
+            return;
+        };
+        let key = conflict.arrival.remove(position);
+        let Some(winner) = conflict.cards.remove(&key) else { return };
         self.by_key.insert(winner.key, name.to_string());
         self.removed.remove(name);
         self.unsaved.insert(name.to_string());
         self.entries.insert(name.to_string(), DirectoryEntry { card: winner, last_seen_ms: now });
-        let remaining: HashMap<PublicKey, PeerCard> = rest.map(|card| (card.key, card)).collect();
-        if !remaining.is_empty() {
-            self.conflicts
-                .insert(name.to_string(), Conflict { cards: remaining, at_first_sight: false });
+        if !conflict.cards.is_empty() {
+            conflict.at_first_sight = false;
+            self.conflicts.insert(name.to_string(), conflict);
         }
     }
 
@@ -410,6 +426,8 @@ impl Node {
     /// this loop to take its events.
     pub(super) async fn register_with(&mut self, tracker: PeerId) {
         let seq = self.directory.next_seq(now_ms());
+        // Saved before the card leaves: a crash and a clock stepped back must not reuse it.
+        self.persist_directory();
         self.directory.stale_registration = false;
         let (client, internal, keypair) =
             (self.client.clone(), self.internal.clone(), self.keypair.clone());
@@ -471,6 +489,7 @@ impl Node {
         match (request, response) {
             (SentRequest::Register, DirectoryResponse::Registered) => {
                 info!(%tracker, name = %self.config.name, "registered with the tracker");
+                self.name_refused_by.remove(&tracker);
                 self.list_directory(tracker, None);
             }
             (SentRequest::Register, DirectoryResponse::NameTaken { name }) => {
@@ -699,6 +718,30 @@ mod tests {
         assert_eq!(book.resolve("alice").expect("alice").key, bob.public());
         assert_eq!(book.resolve("alicia").expect("alicia").key, alice.public());
         assert!(book.other_claims("alice").is_empty());
+    }
+
+    #[test]
+    fn given_a_claimant_that_took_another_name_then_it_never_holds_two_names() {
+        let store = MemoryStore::new();
+        let mut book = empty_book(&store);
+        let (alice, mallory, bob) = (key(2), key(3), key(4));
+        let network = NetworkId::ZERO;
+        book.merge(card(&alice, "alice", 5), &network, 1_000).expect("valid");
+        book.settle();
+        book.merge(card(&mallory, "alice", 9), &network, 2_000).expect("valid");
+        book.merge(card(&bob, "alice", u64::MAX), &network, 3_000).expect("valid");
+        // Mallory settles for another name: her claim on "alice" is gone.
+        assert_eq!(book.merge(card(&mallory, "mallory", 12), &network, 4_000), Ok(Merged::Changed));
+        assert_eq!(book.other_claims("alice"), vec![bob.public().to_string()[..12].to_string()]);
+        // Alice moves on: bob, the claimant left, takes the name (not by his huge seq:
+        // he is the first claimant holding no other name).
+        book.merge(card(&alice, "alicia", 13), &network, 5_000).expect("valid");
+        assert_eq!(book.resolve("alice").expect("alice").key, bob.public());
+        assert_eq!(book.resolve("mallory").expect("mallory").key, mallory.public());
+        assert_eq!(book.names(), ["alice", "alicia", "mallory"]);
+        // Each key's prefix names one peer.
+        let prefix = &mallory.public().to_string()[..8];
+        assert_eq!(book.resolve(prefix).expect("by key").key, mallory.public());
     }
 
     #[test]

@@ -192,9 +192,27 @@ impl TrackerProcess {
         Self::start_with(data, &[format!("/ip4/127.0.0.1/tcp/{port}")], "127.0.0.1:0", &[])
     }
 
+    /// Starts a tracker on loopback with exactly these extra `flags` (no
+    /// `--exempt-private` unless among them).
+    pub fn start_with_flags(data: &Path, flags: &[&str]) -> Self {
+        let listen = ["/ip4/127.0.0.1/tcp/0".to_string()];
+        Self::start_full(data, &listen, "127.0.0.1:0", &[], flags)
+    }
+
     /// Starts a tracker on `listen` with its API on `api`, under `prefix` (e.g.
-    /// `ip netns exec NS`).
+    /// `ip netns exec NS`). Tests run many nodes from one address: the per-source limits
+    /// spare loopback and private addresses.
     pub fn start_with(data: &Path, listen: &[String], api: &str, prefix: &[String]) -> Self {
+        Self::start_full(data, listen, api, prefix, &["--exempt-private"])
+    }
+
+    fn start_full(
+        data: &Path,
+        listen: &[String],
+        api: &str,
+        prefix: &[String],
+        flags: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(data).expect("tracker data dir");
         let log = data.join("tracker.log");
         let mut command = match prefix.split_first() {
@@ -209,6 +227,7 @@ impl TrackerProcess {
             command.args(["--listen", address]);
         }
         let mut child = command
+            .args(flags)
             .args(["--api", api, "--data"])
             .arg(data)
             .env("RUST_LOG", "info,libp2p=warn")

@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use raclette_integration_tests::harness::{
-    NodeOptions, NodeProcess, RawPeer, TrackerProcess, network_file, test_params, wait_for,
+    NodeOptions, NodeProcess, RawPeer, TrackerProcess, http_text, network_file, test_params,
+    wait_for,
 };
 use raclette_node::network::{Protocol, RequestError};
 use raclette_protocol::wire::{DirectoryRequest, DirectoryResponse};
@@ -527,4 +528,36 @@ fn given_mallory_takes_alices_name_at_a_second_tracker_then_alice_is_still_reach
         "her own name is not mallory's in her directory"
     );
     wait_for("alice at carol's height", PATIENCE, || (alice.height() == 2).then_some(()));
+}
+
+#[test]
+fn given_a_source_at_its_card_cap_then_a_new_key_from_it_is_refused_and_listed_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback counts as one source here: no --exempt-private, and a cap of 2.
+    let tracker = TrackerProcess::start_with_flags(
+        &dir.path().join("tracker"),
+        &["--max-cards-per-source", "2"],
+    );
+    let options = options(&tracker);
+    let alice = NodeProcess::start("alice", &dir.path().join("alice"), &options);
+    let bob = NodeProcess::start("bob", &dir.path().join("bob"), &options);
+    wait_for("alice and bob listed", PATIENCE, || {
+        (tracker_names(&tracker) == ["alice", "bob"]).then_some(())
+    });
+    let carol = NodeProcess::start("carol", &dir.path().join("carol"), &options);
+    wait_for("the tracker to refuse carol", PATIENCE, || {
+        tracker.log().contains("the most one address may").then_some(())
+    });
+    assert_eq!(tracker_names(&tracker), ["alice", "bob"]);
+    let mut carol = carol;
+    assert!(carol.is_running(), "a refused card is not a taken name: {}", carol.log());
+    // Alice's own updates still pass: she is a known key of that source. Her new card
+    // (a new port) is the third accepted registration.
+    drop(alice);
+    let _alice = NodeProcess::start("alice", &dir.path().join("alice"), &options);
+    let accepted = "raclette_tracker_registrations_total{kind=\"accepted\"} 3";
+    wait_for("alice's new card accepted", PATIENCE, || {
+        http_text(&format!("{}/metrics", tracker.api)).1.contains(accepted).then_some(())
+    });
+    drop(bob);
 }

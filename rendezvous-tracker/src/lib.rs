@@ -7,4 +7,5 @@
 pub mod addresses;
 pub mod api;
 pub mod directory;
+pub mod limits;
 pub mod server;

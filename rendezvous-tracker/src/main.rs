@@ -11,6 +11,7 @@ use raclette_node::network::identity;
 use raclette_node::store::LmdbStore;
 use raclette_tracker::addresses::AddressFile;
 use raclette_tracker::directory::Directory;
+use raclette_tracker::limits::{MAX_CARDS_PER_SOURCE, SourceLimits};
 use raclette_tracker::server::{Connected, Tracker};
 
 /// The Raclette tracker: rendezvous server, peer directory and relay.
@@ -29,6 +30,13 @@ struct Cli {
     /// Serve the directory as JSON on this address (e.g. 127.0.0.1:7080).
     #[arg(long, env = "RACLETTE_TRACKER_API")]
     api: Option<SocketAddr>,
+    /// The most distinct keys one source address may register cards for.
+    #[arg(long = "max-cards-per-source", env = "RACLETTE_TRACKER_MAX_CARDS_PER_SOURCE", default_value_t = MAX_CARDS_PER_SOURCE)]
+    max_cards_per_source: usize,
+    /// Exempt loopback and private addresses from the per-source limits (tests, LANs
+    /// where many nodes share an address).
+    #[arg(long = "exempt-private", env = "RACLETTE_TRACKER_EXEMPT_PRIVATE")]
+    exempt_private: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,7 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             connected.clone(),
             &mut registry,
         )?
-        .with_address_file(AddressFile::new(cli.data.join("addresses.txt"))?);
+        .with_address_file(AddressFile::new(cli.data.join("addresses.txt"))?)
+        .with_limits(SourceLimits::new(cli.max_cards_per_source, cli.exempt_private));
         println!("tracker peer id: {}", tracker.peer_id());
         if let Some(address) = cli.api {
             tokio::spawn(async move {

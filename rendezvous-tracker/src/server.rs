@@ -30,6 +30,7 @@ use raclette_node::metrics::Kind;
 
 use crate::addresses::AddressFile;
 use crate::directory::{Directory, Registered};
+use crate::limits::{MAX_CARDS_PER_SOURCE, SourceLimits};
 
 /// The shortest rendezvous registration the tracker accepts, so that a departed node
 /// disappears within minutes.
@@ -88,6 +89,10 @@ pub struct Tracker {
     /// Where the current addresses are written, one per line, for scripts.
     address_file: Option<AddressFile>,
     metrics: TrackerMetrics,
+    /// What one source address may register.
+    limits: SourceLimits,
+    /// The IP address each connected peer came from.
+    sources: HashMap<PeerId, std::net::IpAddr>,
     /// libp2p's figures: connections, relay reservations and circuits, identify, ping.
     libp2p_metrics: libp2p::metrics::Metrics,
 }
@@ -179,8 +184,17 @@ impl Tracker {
             external: external.to_vec(),
             address_file: None,
             metrics: TrackerMetrics::register(registry),
+            limits: SourceLimits::new(MAX_CARDS_PER_SOURCE, false),
+            sources: HashMap::new(),
             libp2p_metrics: libp2p::metrics::Metrics::new(registry),
         })
+    }
+
+    /// Registrations limited by `limits` (by default, [`MAX_CARDS_PER_SOURCE`] keys per
+    /// address, private ones included).
+    pub fn with_limits(mut self, limits: SourceLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Also keeps the tracker's dialable addresses in `file` as they come and go.
@@ -239,11 +253,15 @@ impl Tracker {
                     warn!(%error, path = %file.path().display(), "cannot write the address file");
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 self.connected.lock().unwrap_or_else(|p| p.into_inner()).insert(peer_id);
+                if let Some(ip) = source_ip(endpoint.get_remote_address()) {
+                    self.sources.insert(peer_id, ip);
+                }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer_id);
+                self.sources.remove(&peer_id);
                 self.networks.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Directory(
@@ -353,6 +371,13 @@ impl Tracker {
                 reason: "only secp256k1 peer ids can hold names".into(),
             });
         };
+        if let Some(source) = self.sources.get(&peer).copied()
+            && let Err(refusal) = self.limits.admit(source, sender, std::time::Instant::now())
+        {
+            self.metrics.registration("limited");
+            warn!(name = %card.name, %peer, %refusal, "card refused");
+            return Ok(DirectoryResponse::Refused { reason: refusal.to_string() });
+        }
         match self.directory.register(&sender, &card)? {
             Ok(outcome) => {
                 self.metrics.registration(if outcome == Registered::Unchanged {
@@ -397,4 +422,17 @@ impl Tracker {
                 .send_request(&target, Frame::Bytes(bytes.clone()));
         }
     }
+}
+
+/// The IP address a connection came from, unless it came through a relay (whose address
+/// says nothing of the peer).
+fn source_ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
+    if address.iter().any(|protocol| matches!(protocol, AddrProtocol::P2pCircuit)) {
+        return None;
+    }
+    address.iter().find_map(|protocol| match protocol {
+        AddrProtocol::Ip4(ip) => Some(ip.into()),
+        AddrProtocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }

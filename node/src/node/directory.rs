@@ -81,6 +81,12 @@ struct Conflict {
 /// seen with them at once.
 const SETTLE_AT_MOST_AFTER: Duration = Duration::from_secs(30);
 
+/// The most addresses of one card a node dials.
+const MAX_DIAL_ADDRESSES: usize = 8;
+/// The most direct addresses of one card on one host (its IP or DNS name) a node dials:
+/// TCP and QUIC (and as many through one relay).
+const MAX_DIAL_PER_HOST: usize = 2;
+
 /// The shortest key prefix `send` takes in place of a name.
 const MIN_KEY_PREFIX: usize = 6;
 
@@ -395,9 +401,25 @@ fn short_key(key: &PublicKey) -> String {
     key.to_string()[..12].to_string()
 }
 
-/// The multiaddrs of a card that parse.
+/// The addresses of a card a node dials: those that parse, at most
+/// [`MAX_DIAL_ADDRESSES`], and at most [`MAX_DIAL_PER_HOST`] for any one host. A card can
+/// name any host with the owner's PeerId at the end; without these caps one card would
+/// have every node in the network dial a victim once per address it lists.
 fn addresses_of(card: &PeerCard) -> Vec<Multiaddr> {
-    card.addresses.iter().filter_map(|text| text.parse().ok()).collect()
+    let mut per_host: HashMap<String, usize> = HashMap::new(); // "host relayed?" → count
+    card.addresses
+        .iter()
+        .filter_map(|text| text.parse::<Multiaddr>().ok())
+        .filter(|address| {
+            // A relayed path is counted apart from direct ones: the relay is the host.
+            let host = address.iter().next().map(|first| first.to_string()).unwrap_or_default();
+            let relayed = crate::network::is_relayed(address);
+            let count = per_host.entry(format!("{host} {relayed}")).or_default();
+            *count += 1;
+            *count <= MAX_DIAL_PER_HOST
+        })
+        .take(MAX_DIAL_ADDRESSES)
+        .collect()
 }
 
 impl Node {
@@ -742,6 +764,23 @@ mod tests {
         // Each key's prefix names one peer.
         let prefix = &mallory.public().to_string()[..8];
         assert_eq!(book.resolve(prefix).expect("by key").key, mallory.public());
+    }
+
+    #[test]
+    fn given_a_card_naming_a_victim_many_times_then_a_node_dials_it_at_most_twice() {
+        let mallory = key(9);
+        let peer = peer_id_of(&mallory.public());
+        let mut addresses: Vec<String> =
+            (1..=14).map(|port| format!("/ip4/203.0.113.9/tcp/{port}/p2p/{peer}")).collect();
+        addresses.push(format!("/ip4/198.51.100.4/tcp/4001/p2p/{peer}"));
+        addresses.push(format!("/ip4/198.51.100.4/udp/4001/quic-v1/p2p/{peer}"));
+        let name = PeerName::new("mallory").expect("a valid name");
+        let card = PeerCard::sign(&mallory, NetworkId::ZERO, name, addresses, 1);
+        let dialled = addresses_of(&card);
+        let on_victim = dialled.iter().filter(|a| a.to_string().contains("203.0.113.9")).count();
+        assert_eq!(on_victim, MAX_DIAL_PER_HOST);
+        assert_eq!(dialled.len(), 4, "{dialled:?}");
+        assert!(dialled.len() <= MAX_DIAL_ADDRESSES);
     }
 
     #[test]

@@ -358,6 +358,8 @@ function noticeSentence(event) {
       return `${safe(event.name)} joined`;
     case "name_refused":
       return `name refused: ${safe(event.reason)}`;
+    case "name_contested":
+      return `${safe(event.reason)}; the other trackers keep it for you`;
     default:
       return null; // tip, mining, syncing: frequent, shown in the header and views
   }

@@ -84,6 +84,16 @@ fn wait_element(tab: &Tab, selector: &str) {
     });
 }
 
+/// Types `query` into the search box and submits it, as a user presses Enter.
+fn search(tab: &Tab, query: &str) {
+    let script = format!(
+        "document.querySelector('#search').value = {};\
+         document.querySelector('#search-form').requestSubmit(); true",
+        Value::from(query)
+    );
+    eval(tab, &script);
+}
+
 fn go(tab: &Tab, route: &str) {
     eval(tab, &format!("location.hash = {}", Value::from(route)));
 }
@@ -182,21 +192,13 @@ fn given_the_page_with_the_token_then_it_follows_the_chain_sends_and_shows_the_i
     wait_text(&tab, "#tx-view", "for the fondue");
     screenshots(&tab, "transaction");
     // The block that holds it, found through the search box by its height.
-    eval(
-        &tab,
-        "document.querySelector('#search').value = '4';\
-         document.querySelector('#search-form').requestSubmit(); true",
-    );
+    search(&tab, "4");
     wait_text(&tab, "#block-view", "alice");
     wait_element(&tab, &format!("#block-txs [data-txid=\"{txid}\"]"));
     wait_text(&tab, "#block-txs", "for the fondue");
     screenshots(&tab, "block");
     // A name in the search box: that peer's balance.
-    eval(
-        &tab,
-        "document.querySelector('#search').value = 'bob';\
-         document.querySelector('#search-form').requestSubmit(); true",
-    );
+    search(&tab, "bob");
     wait_text(&tab, "#search-result", "confirmed");
 
     // Bob answers; alice's inbox shows it.

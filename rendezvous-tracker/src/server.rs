@@ -427,7 +427,7 @@ impl Tracker {
 /// The IP address a connection came from, unless it came through a relay (whose address
 /// says nothing of the peer).
 fn source_ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
-    if address.iter().any(|protocol| matches!(protocol, AddrProtocol::P2pCircuit)) {
+    if raclette_node::network::is_relayed(address) {
         return None;
     }
     address.iter().find_map(|protocol| match protocol {

@@ -52,7 +52,7 @@ fn prefill(directory: &Directory<LmdbStore>, network: NetworkId) {
             ],
             1,
         );
-        let outcome = directory.register(&key.public(), &card).expect("the store writes");
+        let outcome = directory.register(&key.public(), &card, 1).expect("the store writes");
         assert_eq!(outcome, Ok(Registered::New), "card {i}");
     }
 }

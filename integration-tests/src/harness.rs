@@ -201,9 +201,10 @@ impl TrackerProcess {
 
     /// Starts a tracker on `listen` with its API on `api`, under `prefix` (e.g.
     /// `ip netns exec NS`). Tests run many nodes from one address: the per-source limits
-    /// spare loopback and private addresses.
+    /// spare loopback and private addresses. Each test makes up its own network, so the
+    /// tracker serves any.
     pub fn start_with(data: &Path, listen: &[String], api: &str, prefix: &[String]) -> Self {
-        Self::start_full(data, listen, api, prefix, &["--exempt-private"])
+        Self::start_full(data, listen, api, prefix, &["--exempt-private", "--network", "any"])
     }
 
     fn start_full(

@@ -561,3 +561,26 @@ fn given_a_source_at_its_card_cap_then_a_new_key_from_it_is_refused_and_listed_n
     });
     drop(bob);
 }
+
+#[test]
+fn given_a_tracker_for_dev_then_a_card_of_another_network_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start_with_flags(
+        &dir.path().join("tracker"),
+        &["--exempt-private", "--network", "dev"],
+    );
+    let alice = NodeProcess::start("alice", &dir.path().join("alice"), &options(&tracker));
+    let lab = NodeOptions {
+        network_file: Some(network_file(dir.path(), &test_params("lab", 4))),
+        ..options(&tracker)
+    };
+    let mallory = NodeProcess::start("mallory", &dir.path().join("mallory"), &lab);
+    wait_for("the tracker to refuse mallory's network", PATIENCE, || {
+        mallory.log().contains("this tracker serves dev (").then_some(())
+    });
+    wait_for("alice listed", PATIENCE, || (tracker_names(&tracker) == ["alice"]).then_some(()));
+    let refused = "raclette_tracker_registrations_total{kind=\"wrong_network\"}";
+    assert!(http_text(&format!("{}/metrics", tracker.api)).1.contains(refused));
+    assert_eq!(tracker_names(&tracker), ["alice"], "only dev cards are kept");
+    drop(alice);
+}

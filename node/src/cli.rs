@@ -2,7 +2,7 @@
 //! `demo` subcommand.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
@@ -89,6 +89,17 @@ pub struct NodeArgs {
     pub daemon: bool,
 }
 
+/// A test network's parameters from a JSON file (the keys of PROTOCOL.md §9), checked;
+/// or one sentence saying what is wrong.
+pub fn read_network_file(path: &Path) -> Result<NetworkParams, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let params: NetworkParams =
+        serde_json::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))?;
+    params.validate().map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(params)
+}
+
 impl NodeArgs {
     /// The node configuration, or one sentence saying what is wrong.
     pub fn config(&self) -> Result<NodeConfig, String> {
@@ -106,14 +117,7 @@ impl NodeArgs {
             ));
         }
         let params = match &self.network_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|error| format!("{}: {error}", path.display()))?;
-                let params: NetworkParams = serde_json::from_str(&text)
-                    .map_err(|error| format!("{}: {error}", path.display()))?;
-                params.validate().map_err(|error| format!("{}: {error}", path.display()))?;
-                params
-            }
+            Some(path) => read_network_file(path)?,
             None => NetworkParams::by_name(&self.network)
                 .ok_or_else(|| format!("unknown network '{}': use dev or main", self.network))?,
         };

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod miner;
 pub mod network;
 pub mod node;
+pub mod rate;
 pub mod repl;
 pub mod run;
 pub mod store;

@@ -10,10 +10,14 @@ use crate::keys::{Keypair, PublicKey, Signature};
 
 /// Domain tag of the peer card signature hash.
 pub const PEER_CARD_SIGHASH_TAG: &[u8] = b"raclette/peer-card/v1";
-/// The most addresses one card may list.
-pub const MAX_CARD_ADDRESSES: usize = 16;
+/// The most addresses one card may list: enough for TCP and QUIC on a few interfaces and
+/// a relay or two, too few to make every node dial a victim's host many times.
+pub const MAX_CARD_ADDRESSES: usize = 8;
 /// The longest address (a multiaddr in text form).
 pub const MAX_ADDRESS_BYTES: usize = 256;
+/// The longest encoding of a valid card (one with the most and longest addresses is
+/// under 2,300 bytes): what directory messages are sized by.
+pub const MAX_CARD_BYTES: usize = 2560;
 /// The longest name.
 pub const MAX_NAME_CHARS: usize = 32;
 
@@ -217,5 +221,31 @@ mod tests {
         stolen.key = keypair(2).public();
         assert_eq!(stolen.check(&network), Err(CardError::BadSignature));
         assert!(matches!(card.check(&NetworkId::ZERO), Err(CardError::WrongNetwork { .. })));
+    }
+
+    #[test]
+    fn given_the_largest_valid_card_then_it_fits_its_bound_and_one_more_address_is_refused() {
+        let network = NetworkId::from_bytes([1; 32]);
+        let address = |i: usize| {
+            format!(
+                "/dns4/{}",
+                char::from(b'a' + i as u8).to_string().repeat(MAX_ADDRESS_BYTES - 6)
+            )
+        };
+        let largest = PeerCard::sign(
+            &keypair(1),
+            network,
+            PeerName::new(&"n".repeat(MAX_NAME_CHARS)).unwrap(),
+            (0..MAX_CARD_ADDRESSES).map(address).collect(),
+            u64::MAX,
+        );
+        assert!(largest.addresses.iter().all(|a| a.len() == MAX_ADDRESS_BYTES));
+        assert_eq!(largest.check(&network), Ok(()));
+        let size = to_canonical_cbor(&largest).len();
+        assert!(size <= MAX_CARD_BYTES, "{size} bytes");
+        let mut addresses = largest.addresses.clone();
+        addresses.push("/ip4/1.2.3.4/tcp/1".into());
+        let too_many = PeerCard::sign(&keypair(1), network, largest.name.clone(), addresses, 1);
+        assert_eq!(too_many.check(&network), Err(CardError::Addresses { count: 9 }));
     }
 }

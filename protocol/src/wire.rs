@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, MAX_BLOCK_BYTES};
-use crate::directory::{PeerCard, PeerName};
+use crate::directory::{MAX_CARD_BYTES, PeerCard, PeerName};
 use crate::encoding::{DecodeError, decode_canonical, to_canonical_cbor};
 use crate::hash::{BlockHash, NetworkId};
 use crate::header::BlockHeader;
@@ -224,7 +224,7 @@ pub enum DirectoryResponse {
 }
 
 impl WireMessage for DirectoryResponse {
-    const MAX_BYTES: usize = MAX_CARDS_PER_PAGE * 4608 + 64;
+    const MAX_BYTES: usize = MAX_CARDS_PER_PAGE * MAX_CARD_BYTES + 64;
 }
 
 /// A tracker telling a node about cards it just accepted.
@@ -235,7 +235,7 @@ pub struct DirectoryPush {
 }
 
 impl WireMessage for DirectoryPush {
-    const MAX_BYTES: usize = MAX_CARDS_PER_PAGE * 4608 + 64;
+    const MAX_BYTES: usize = MAX_CARDS_PER_PAGE * MAX_CARD_BYTES + 64;
 }
 
 /// A node's acknowledgement of a push.

@@ -4,13 +4,21 @@
 //! to the first key that registers it; that key may update its card with a higher
 //! sequence number or move to another name (freeing the old one); nobody else can take
 //! it.
+//!
+//! A card expires when its key has not been seen for [`CARD_EXPIRY`]: neither registered
+//! nor connected. A node registers at every connection and stays connected while it
+//! runs, so a name is only freed long after its owner stopped using it.
 
 use std::ops::Bound;
+use std::time::Duration;
 
 use raclette_node::store::{
     ReadTables, Store, StoreError, StoreRead, StoreWrite, Table, WriteTables, decode,
 };
 use raclette_protocol::{NetworkId, PeerCard, PeerName, PublicKey};
+
+/// How long a card lasts after its key was last seen (registered or connected).
+pub const CARD_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// What a registration did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +76,12 @@ impl<S: Store> Directory<S> {
         Self { store }
     }
 
-    /// Registers `card`, sent over a connection authenticated as `sender`.
+    /// Registers `card`, sent over a connection authenticated as `sender` at `now_ms`.
     pub fn register(
         &self,
         sender: &PublicKey,
         card: &PeerCard,
+        now_ms: u64,
     ) -> Result<Result<Registered, Refusal>, StoreError> {
         if let Err(error) = card.check(&card.network) {
             return Ok(Err(Refusal::InvalidCard(error.to_string())));
@@ -87,7 +96,16 @@ impl<S: Store> Directory<S> {
             Some(stored) if stored.key != card.key => {
                 return Ok(Err(Refusal::NameTaken(card.name.to_string())));
             }
-            Some(stored) if stored == card => return Ok(Ok(Registered::Unchanged)),
+            Some(stored) if stored == card => {
+                // Nothing to push, but the owner was seen.
+                writer.put(
+                    Table::DirectorySeen,
+                    &owner_key(&card.network, &card.key),
+                    &now_ms.to_be_bytes(),
+                )?;
+                writer.commit()?;
+                return Ok(Ok(Registered::Unchanged));
+            }
             Some(stored) if card.seq <= stored.seq => {
                 return Ok(Err(Refusal::Stale { stored: stored.seq, found: card.seq }));
             }
@@ -109,8 +127,73 @@ impl<S: Store> Directory<S> {
         }
         writer.put_value(Table::Directory, &key, card)?;
         writer.put(Table::DirectoryKeys, &owner, card.name.key().as_bytes())?;
+        writer.put(Table::DirectorySeen, &owner, &now_ms.to_be_bytes())?;
         writer.commit()?;
         Ok(Ok(outcome))
+    }
+
+    /// Notes that `key`'s owner on `network` was seen at `now_ms` (its connection ended),
+    /// if it holds a card there.
+    pub fn touch(
+        &self,
+        network: &NetworkId,
+        key: &PublicKey,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let owner = owner_key(network, key);
+        let mut writer = self.store.writer()?;
+        if writer.get(Table::DirectoryKeys, &owner)?.is_some() {
+            writer.put(Table::DirectorySeen, &owner, &now_ms.to_be_bytes())?;
+            writer.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the cards whose key was last seen more than `expiry` before `now_ms` and is
+    /// not `connected` now, freeing their names; returns them. A card with no record of
+    /// when it was seen (kept by an older tracker) gets one now, so it is kept a full
+    /// `expiry` more.
+    pub fn expire(
+        &self,
+        now_ms: u64,
+        expiry: Duration,
+        connected: impl Fn(&PublicKey) -> bool,
+    ) -> Result<Vec<PeerCard>, StoreError> {
+        let deadline = now_ms.saturating_sub(u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX));
+        let mut writer = self.store.writer()?;
+        let mut owners = Vec::new();
+        writer.scan(
+            Table::DirectoryKeys,
+            (Bound::Unbounded, Bound::Unbounded),
+            false,
+            &mut |key, name| {
+                owners.push((key.to_vec(), name.to_vec()));
+                true
+            },
+        )?;
+        let mut removed = Vec::new();
+        for (owner, name) in owners {
+            let seen = writer.get(Table::DirectorySeen, &owner)?;
+            let seen = seen
+                .as_deref()
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_be_bytes);
+            let Some(seen) = seen else {
+                writer.put(Table::DirectorySeen, &owner, &now_ms.to_be_bytes())?;
+                continue;
+            };
+            let card_key = [&owner[..32], &name[..]].concat();
+            let card: Option<PeerCard> = writer.value(Table::Directory, &card_key)?;
+            if seen >= deadline || card.as_ref().is_some_and(|card| connected(&card.key)) {
+                continue;
+            }
+            writer.delete(Table::Directory, &card_key)?;
+            writer.delete(Table::DirectoryKeys, &owner)?;
+            writer.delete(Table::DirectorySeen, &owner)?;
+            removed.extend(card);
+        }
+        writer.commit()?;
+        Ok(removed)
     }
 
     /// Cards of `network` in name order after `after` (a lowercase name), at most `limit`;
@@ -178,6 +261,8 @@ mod tests {
 
     use super::*;
 
+    const NOW: u64 = 1_700_000_000_000;
+
     fn key(n: u8) -> Keypair {
         Keypair::from_secret_bytes([n; 32]).unwrap()
     }
@@ -198,23 +283,23 @@ mod tests {
         let directory = Directory::new(MemoryStore::new());
         let (alice, mallory) = (key(1), key(2));
         assert_eq!(
-            directory.register(&alice.public(), &card(&alice, "alice", 1)).unwrap(),
+            directory.register(&alice.public(), &card(&alice, "alice", 1), NOW).unwrap(),
             Ok(Registered::New)
         );
         assert_eq!(
-            directory.register(&mallory.public(), &card(&mallory, "Alice", 5)).unwrap(),
+            directory.register(&mallory.public(), &card(&mallory, "Alice", 5), NOW).unwrap(),
             Err(Refusal::NameTaken("Alice".into()))
         );
         assert_eq!(
-            directory.register(&alice.public(), &card(&alice, "alice", 1)).unwrap(),
+            directory.register(&alice.public(), &card(&alice, "alice", 1), NOW).unwrap(),
             Ok(Registered::Unchanged)
         );
         assert_eq!(
-            directory.register(&alice.public(), &card(&alice, "alice", 0)).unwrap(),
+            directory.register(&alice.public(), &card(&alice, "alice", 0), NOW).unwrap(),
             Err(Refusal::Stale { stored: 1, found: 0 })
         );
         assert_eq!(
-            directory.register(&alice.public(), &card(&alice, "alice", 2)).unwrap(),
+            directory.register(&alice.public(), &card(&alice, "alice", 2), NOW).unwrap(),
             Ok(Registered::Updated)
         );
         let network = NetworkId::from_bytes([1; 32]);
@@ -229,12 +314,12 @@ mod tests {
         let mut forged = card(&alice, "alice", 1);
         forged.seq = 9;
         assert!(matches!(
-            directory.register(&alice.public(), &forged).unwrap(),
+            directory.register(&alice.public(), &forged, NOW).unwrap(),
             Err(Refusal::InvalidCard(_))
         ));
         // Mallory replays Alice's genuine card over her own connection.
         assert_eq!(
-            directory.register(&mallory.public(), &card(&alice, "alice", 1)).unwrap(),
+            directory.register(&mallory.public(), &card(&alice, "alice", 1), NOW).unwrap(),
             Err(Refusal::NotYourKey)
         );
     }
@@ -243,9 +328,9 @@ mod tests {
     fn given_key_moving_to_new_name_with_an_older_seq_then_refused() {
         let directory = Directory::new(MemoryStore::new());
         let alice = key(1);
-        directory.register(&alice.public(), &card(&alice, "alice", 5)).unwrap().unwrap();
+        directory.register(&alice.public(), &card(&alice, "alice", 5), NOW).unwrap().unwrap();
         assert_eq!(
-            directory.register(&alice.public(), &card(&alice, "alicia", 4)).unwrap(),
+            directory.register(&alice.public(), &card(&alice, "alicia", 4), NOW).unwrap(),
             Err(Refusal::Stale { stored: 5, found: 4 })
         );
     }
@@ -254,10 +339,10 @@ mod tests {
     fn given_key_moving_to_new_name_then_old_name_freed() {
         let directory = Directory::new(MemoryStore::new());
         let (alice, bob) = (key(1), key(2));
-        directory.register(&alice.public(), &card(&alice, "alice", 1)).unwrap().unwrap();
-        directory.register(&alice.public(), &card(&alice, "alicia", 2)).unwrap().unwrap();
+        directory.register(&alice.public(), &card(&alice, "alice", 1), NOW).unwrap().unwrap();
+        directory.register(&alice.public(), &card(&alice, "alicia", 2), NOW).unwrap().unwrap();
         assert_eq!(
-            directory.register(&bob.public(), &card(&bob, "alice", 1)).unwrap(),
+            directory.register(&bob.public(), &card(&bob, "alice", 1), NOW).unwrap(),
             Ok(Registered::New)
         );
     }
@@ -269,7 +354,7 @@ mod tests {
         for i in 1..=25u8 {
             let owner = key(i);
             directory
-                .register(&owner.public(), &card(&owner, &format!("peer{i:02}"), 1))
+                .register(&owner.public(), &card(&owner, &format!("peer{i:02}"), 1), NOW)
                 .unwrap()
                 .unwrap();
         }
@@ -282,7 +367,7 @@ mod tests {
             vec![],
             1,
         );
-        directory.register(&other.public(), &foreign).unwrap().unwrap();
+        directory.register(&other.public(), &foreign, NOW).unwrap().unwrap();
         let mut names = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -294,5 +379,52 @@ mod tests {
             }
         }
         assert_eq!(names, (1..=25).map(|i| format!("peer{i:02}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn given_a_card_unseen_past_the_expiry_then_removed_and_its_name_freed() {
+        let directory = Directory::new(MemoryStore::new());
+        let (alice, bob, carol) = (key(1), key(2), key(3));
+        directory.register(&alice.public(), &card(&alice, "alice", 1), NOW).unwrap().unwrap();
+        directory.register(&bob.public(), &card(&bob, "bob", 1), NOW).unwrap().unwrap();
+        directory.register(&carol.public(), &card(&carol, "carol", 1), NOW).unwrap().unwrap();
+        let expiry = Duration::from_secs(90 * 24 * 3600);
+        let day = 24 * 3600 * 1000;
+        // Bob registers again on day 60; carol stays connected all along.
+        directory.register(&bob.public(), &card(&bob, "bob", 1), NOW + 60 * day).unwrap().unwrap();
+        let connected = |key: &PublicKey| *key == carol.public();
+        assert!(directory.expire(NOW + 89 * day, expiry, connected).unwrap().is_empty());
+        let removed = directory.expire(NOW + 91 * day, expiry, connected).unwrap();
+        assert_eq!(removed.iter().map(|c| c.name.to_string()).collect::<Vec<_>>(), ["alice"]);
+        let network = NetworkId::from_bytes([1; 32]);
+        let names = |d: &Directory<MemoryStore>| {
+            d.list(&network, None, 10)
+                .unwrap()
+                .0
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&directory), ["bob", "carol"]);
+        // Alice's name is free: mallory may take it now, not before.
+        let mallory = key(4);
+        assert_eq!(
+            directory
+                .register(&mallory.public(), &card(&mallory, "alice", 1), NOW + 91 * day)
+                .unwrap(),
+            Ok(Registered::New)
+        );
+        // Carol disconnects on day 95: her card lasts 90 days from then.
+        directory.touch(&network, &carol.public(), NOW + 95 * day).unwrap();
+        let nobody = |_: &PublicKey| false;
+        assert!(
+            directory
+                .expire(NOW + 184 * day, expiry, nobody)
+                .unwrap()
+                .iter()
+                .all(|c| c.name.as_str() != "carol")
+        );
+        let late = directory.expire(NOW + 186 * day, expiry, nobody).unwrap();
+        assert!(late.iter().any(|c| c.name.as_str() == "carol"), "{late:?}");
     }
 }

@@ -8,4 +8,6 @@ pub mod addresses;
 pub mod api;
 pub mod directory;
 pub mod limits;
+pub mod networks;
+pub mod relay;
 pub mod server;

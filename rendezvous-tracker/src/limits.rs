@@ -9,6 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use raclette_node::network::is_private;
+use raclette_node::rate::TokenBuckets;
+
 use raclette_protocol::PublicKey;
 
 /// The most distinct keys one source address may register cards for.
@@ -46,20 +49,19 @@ pub struct SourceLimits {
     exempt_private: bool,
     cap: usize,
     keys: HashMap<IpAddr, HashSet<PublicKey>>,
-    buckets: HashMap<IpAddr, Bucket>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    refilled: Instant,
+    buckets: TokenBuckets<IpAddr>,
 }
 
 impl SourceLimits {
     /// Limits with `cap` keys per source; loopback and private sources are exempt when
     /// `exempt_private`.
     pub fn new(cap: usize, exempt_private: bool) -> Self {
-        Self { exempt_private, cap, keys: HashMap::new(), buckets: HashMap::new() }
+        Self {
+            exempt_private,
+            cap,
+            keys: HashMap::new(),
+            buckets: TokenBuckets::new(REGISTRATION_BURST, REGISTRATION_REFILL),
+        }
     }
 
     /// Whether `key` may register from `source` at `now`; counts it if so.
@@ -72,41 +74,16 @@ impl SourceLimits {
         if self.exempt_private && is_private(source) {
             return Ok(());
         }
-        let bucket = self
-            .buckets
-            .entry(source)
-            .or_insert(Bucket { tokens: REGISTRATION_BURST, refilled: now });
-        let refills = now.duration_since(bucket.refilled).as_secs() / REGISTRATION_REFILL.as_secs();
-        if refills > 0 {
-            let refills = u32::try_from(refills).unwrap_or(u32::MAX);
-            bucket.tokens = bucket.tokens.saturating_add(refills).min(REGISTRATION_BURST);
-            bucket.refilled += REGISTRATION_REFILL * refills;
-        }
-        if bucket.tokens == 0 {
-            let next = bucket.refilled + REGISTRATION_REFILL;
-            let wait_secs = next.saturating_duration_since(now).as_secs().max(1);
-            return Err(LimitRefusal::TooFast { address: source, wait_secs });
-        }
         let keys = self.keys.entry(source).or_default();
         if !keys.contains(&key) && keys.len() >= self.cap {
             return Err(LimitRefusal::TooManyCards { address: source, cap: self.cap });
         }
-        bucket.tokens -= 1;
+        if let Err(wait) = self.buckets.take(source, now) {
+            let wait_secs = wait.as_secs().max(1);
+            return Err(LimitRefusal::TooFast { address: source, wait_secs });
+        }
         keys.insert(key);
         Ok(())
-    }
-}
-
-/// Loopback, private (RFC 1918, IPv6 unique local) and link-local addresses: those many
-/// honest nodes share in tests and on a LAN.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
-        IpAddr::V6(ip) => {
-            ip.is_loopback()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (ip.segments()[0] & 0xffc0) == 0xfe80 // link-local
-        }
     }
 }
 

@@ -4,14 +4,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use libp2p::Multiaddr;
 use raclette_node::network::identity;
 use raclette_node::store::LmdbStore;
 use raclette_tracker::addresses::AddressFile;
-use raclette_tracker::directory::Directory;
+use raclette_tracker::directory::{CARD_EXPIRY, Directory};
 use raclette_tracker::limits::{MAX_CARDS_PER_SOURCE, SourceLimits};
+use raclette_tracker::networks::{DEFAULT_NETWORKS, Networks};
 use raclette_tracker::server::{Connected, Tracker};
 
 /// The Raclette tracker: rendezvous server, peer directory and relay.
@@ -37,6 +39,13 @@ struct Cli {
     /// where many nodes share an address).
     #[arg(long = "exempt-private", env = "RACLETTE_TRACKER_EXEMPT_PRIVATE")]
     exempt_private: bool,
+    /// A network whose cards this tracker keeps: dev, main, the path of a network file,
+    /// or any (repeatable; cards, listings and lookups of other networks are refused).
+    #[arg(long, env = "RACLETTE_TRACKER_NETWORK", value_delimiter = ',', default_values = DEFAULT_NETWORKS)]
+    network: Vec<String>,
+    /// Days after which a card whose key was not seen (registered or connected) expires.
+    #[arg(long = "card-expiry-days", env = "RACLETTE_TRACKER_CARD_EXPIRY_DAYS", default_value_t = CARD_EXPIRY.as_secs() / 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    card_expiry_days: u64,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let networks = Networks::parse(&cli.network).map_err(anyhow::Error::msg)?;
     let keypair = identity::load_or_create(&cli.data.join("tracker.key"))?;
     let store = LmdbStore::open(&cli.data.join("directory"))?;
     let directory = Arc::new(Directory::new(store));
@@ -72,10 +82,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             directory.clone(),
             connected.clone(),
             &mut registry,
+            raclette_tracker::relay::config(cli.exempt_private),
         )?
+        .serving(networks.clone())
+        .with_card_expiry(Duration::from_secs(cli.card_expiry_days * 86_400))
         .with_address_file(AddressFile::new(cli.data.join("addresses.txt"))?)
         .with_limits(SourceLimits::new(cli.max_cards_per_source, cli.exempt_private));
         println!("tracker peer id: {}", tracker.peer_id());
+        println!("tracker networks: {networks}");
         if let Some(address) = cli.api {
             tokio::spawn(async move {
                 if let Err(error) =

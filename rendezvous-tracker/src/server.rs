@@ -14,12 +14,13 @@ use libp2p::{
     tcp, yamux,
 };
 use raclette_node::network::codec::{Frame, LimitedBytes};
-use raclette_node::network::identity::{key_of, libp2p_keypair};
+use raclette_node::network::identity::{key_of, libp2p_keypair, peer_id_of};
+use raclette_node::node::now_ms;
 use raclette_node::store::LmdbStore;
 use raclette_protocol::wire::{
     self, DirectoryPush, DirectoryRequest, DirectoryResponse, MAX_CARDS_PER_PAGE, WireMessage,
 };
-use raclette_protocol::{Keypair, NetworkId, PeerCard};
+use raclette_protocol::{Keypair, NetworkId, PeerCard, PublicKey};
 use tracing::{debug, info, warn};
 
 use libp2p::metrics::Recorder;
@@ -29,12 +30,16 @@ use prometheus_client::registry::Registry;
 use raclette_node::metrics::Kind;
 
 use crate::addresses::AddressFile;
-use crate::directory::{Directory, Registered};
+use crate::directory::{CARD_EXPIRY, Directory, Registered};
 use crate::limits::{MAX_CARDS_PER_SOURCE, SourceLimits};
+use crate::networks::Networks;
 
 /// The shortest rendezvous registration the tracker accepts, so that a departed node
 /// disappears within minutes.
 pub const MIN_RENDEZVOUS_TTL_SECS: u64 = 60;
+
+/// How often cards are checked for expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(3600);
 
 /// What the tracker speaks.
 #[derive(NetworkBehaviour)]
@@ -93,18 +98,12 @@ pub struct Tracker {
     limits: SourceLimits,
     /// The IP address each connected peer came from.
     sources: HashMap<PeerId, std::net::IpAddr>,
+    /// The networks whose cards this tracker keeps.
+    served: Networks,
+    /// How long a card lasts after its key was last seen.
+    card_expiry: Duration,
     /// libp2p's figures: connections, relay reservations and circuits, identify, ping.
     libp2p_metrics: libp2p::metrics::Metrics,
-}
-
-fn relay_config() -> relay::Config {
-    // The relay is the real path between nodes whose NATs defeat hole punching, so its
-    // circuits must last and carry blocks, not just a handshake.
-    relay::Config {
-        max_circuit_duration: Duration::from_secs(24 * 3600),
-        max_circuit_bytes: 1 << 30,
-        ..relay::Config::default()
-    }
 }
 
 impl Tracker {
@@ -117,6 +116,7 @@ impl Tracker {
         directory: Arc<Directory<LmdbStore>>,
         connected: Connected,
         registry: &mut Registry,
+        relay: relay::Config,
     ) -> anyhow::Result<Self> {
         let key = libp2p_keypair(keypair);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -160,7 +160,7 @@ impl Tracker {
                     )],
                     request_response::Config::default(),
                 ),
-                relay: relay::Behaviour::new(key.public().to_peer_id(), relay_config()),
+                relay: relay::Behaviour::new(key.public().to_peer_id(), relay),
                 autonat: autonat::Behaviour::new(
                     key.public().to_peer_id(),
                     autonat::Config { only_global_ips: false, ..autonat::Config::default() },
@@ -186,6 +186,8 @@ impl Tracker {
             metrics: TrackerMetrics::register(registry),
             limits: SourceLimits::new(MAX_CARDS_PER_SOURCE, false),
             sources: HashMap::new(),
+            served: Networks::Any,
+            card_expiry: CARD_EXPIRY,
             libp2p_metrics: libp2p::metrics::Metrics::new(registry),
         })
     }
@@ -194,6 +196,18 @@ impl Tracker {
     /// address, private ones included).
     pub fn with_limits(mut self, limits: SourceLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Serves only `networks` (by default, any).
+    pub fn serving(mut self, networks: Networks) -> Self {
+        self.served = networks;
+        self
+    }
+
+    /// Cards expire `expiry` after their key was last seen (by default [`CARD_EXPIRY`]).
+    pub fn with_card_expiry(mut self, expiry: Duration) -> Self {
+        self.card_expiry = expiry;
         self
     }
 
@@ -213,9 +227,27 @@ impl Tracker {
         for address in self.external.clone() {
             self.announce(address);
         }
+        let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
         loop {
-            let event = self.swarm.select_next_some().await;
-            self.handle_event(event);
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_event(event),
+                _ = sweep.tick() => self.expire_cards(),
+            }
+        }
+    }
+
+    /// Removes the cards unseen for longer than the expiry.
+    fn expire_cards(&mut self) {
+        let connected = self.connected.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let is_connected = |key: &PublicKey| connected.contains(&peer_id_of(key));
+        match self.directory.expire(now_ms(), self.card_expiry, is_connected) {
+            Ok(removed) => {
+                for card in removed {
+                    info!(name = %card.name, key = %card.key, "card expired: its key was not seen for {} days", self.card_expiry.as_secs() / 86_400);
+                    self.metrics.registration("expired");
+                }
+            }
+            Err(error) => warn!(%error, "cannot expire cards"),
         }
     }
 
@@ -262,7 +294,13 @@ impl Tracker {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer_id);
                 self.sources.remove(&peer_id);
-                self.networks.remove(&peer_id);
+                // Its card's clock starts now: a node seen until now keeps its name.
+                if let (Some(network), Some(key)) =
+                    (self.networks.remove(&peer_id), key_of(&peer_id))
+                    && let Err(error) = self.directory.touch(&network, &key, now_ms())
+                {
+                    warn!(%error, "cannot note when a node was last seen");
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Directory(
                 request_response::Event::Message {
@@ -332,6 +370,17 @@ impl Tracker {
                 return refuse(format!("malformed request: {error}"));
             }
         };
+        let network = match &request {
+            DirectoryRequest::Register(card) => card.network,
+            DirectoryRequest::List { network, .. } | DirectoryRequest::Lookup { network, .. } => {
+                *network
+            }
+        };
+        if let Some(reason) = self.served.refusal(&network) {
+            self.metrics.registration("wrong_network");
+            warn!(%peer, %reason, "directory request refused");
+            return refuse(reason);
+        }
         let result = match request {
             DirectoryRequest::Register(card) => self.register(peer, card),
             DirectoryRequest::List { network, after, limit } => {
@@ -378,7 +427,7 @@ impl Tracker {
             warn!(name = %card.name, %peer, %refusal, "card refused");
             return Ok(DirectoryResponse::Refused { reason: refusal.to_string() });
         }
-        match self.directory.register(&sender, &card)? {
+        match self.directory.register(&sender, &card, now_ms())? {
             Ok(outcome) => {
                 self.metrics.registration(if outcome == Registered::Unchanged {
                     "unchanged"
@@ -426,7 +475,7 @@ impl Tracker {
 
 /// The IP address a connection came from, unless it came through a relay (whose address
 /// says nothing of the peer).
-fn source_ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
+pub(crate) fn source_ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
     if raclette_node::network::is_relayed(address) {
         return None;
     }

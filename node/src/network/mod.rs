@@ -388,6 +388,19 @@ fn dialable(address: Multiaddr, local: PeerId) -> Multiaddr {
     }
 }
 
+/// Loopback, private (RFC 1918, IPv6 unique local) and link-local addresses: those many
+/// honest nodes share in tests and on a LAN.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (ip.segments()[0] & 0xffc0) == 0xfe80 // link-local
+        }
+    }
+}
+
 /// Whether an address goes through a relay.
 pub fn is_relayed(address: &Multiaddr) -> bool {
     address.iter().any(|p| matches!(p, AddrProtocol::P2pCircuit))

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use libp2p::multiaddr::Protocol as AddrProtocol;
 use libp2p::{Multiaddr, PeerId};
 use raclette_protocol::directory::MAX_CARD_ADDRESSES;
 use raclette_protocol::wire::{
@@ -18,6 +19,7 @@ use super::backoff::Backoff;
 use super::{Internal, Node, NodeExit, Notice, PeerView, now_ms};
 use crate::network::identity::{key_of, peer_id_of};
 use crate::network::{InboundRequest, Link, Penalty, Protocol, RequestError};
+use crate::rate::TokenBuckets;
 use crate::store::{Store, StoreError, StoreRead, StoreWrite, Table, WriteTables};
 
 /// What a directory request was, to interpret its answer.
@@ -50,6 +52,9 @@ pub(super) struct DirectoryBook {
     stale_registration: bool,
     /// When each known peer that is not connected may be dialled again.
     redials: Backoff,
+    /// Dials allowed now: a card listing must not make the node open hundreds of
+    /// connections in one go.
+    dials: TokenBuckets<()>,
     /// The sequence number of our last card: each new one is higher, even if the clock
     /// steps back (trackers refuse a card older than the one they hold).
     last_seq: u64,
@@ -109,6 +114,11 @@ const CARD_SEQ_KEY: &[u8] = b"card_seq";
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait between dials of a known peer that stays unreachable.
 const REDIAL_AT_MOST_EVERY: Duration = Duration::from_secs(300);
+/// Peers a node may dial at once; then one more every [`DIAL_REFILL`]. Peers over the
+/// budget are dialled by the once-a-second redial pass as tokens come back.
+pub const DIAL_BURST: u32 = 32;
+/// See [`DIAL_BURST`].
+pub const DIAL_REFILL: Duration = Duration::from_millis(250);
 
 impl DirectoryBook {
     /// Loads the stored copy.
@@ -124,6 +134,7 @@ impl DirectoryBook {
             removed: HashSet::new(),
             stale_registration: false,
             redials: Backoff::new(REDIAL_AFTER, REDIAL_AT_MOST_EVERY),
+            dials: TokenBuckets::new(DIAL_BURST, DIAL_REFILL),
             last_seq: reader
                 .get(Table::Meta, CARD_SEQ_KEY)?
                 .and_then(|bytes| bytes.try_into().ok())
@@ -332,6 +343,11 @@ impl DirectoryBook {
         }
     }
 
+    /// Whether the dial budget allows one more dial at `now` (and spends it).
+    pub(super) fn may_dial(&mut self, now: Instant) -> bool {
+        self.dials.take((), now).is_ok()
+    }
+
     /// `peer` is connected: once it goes, dial it again without waiting.
     pub(super) fn connected(&mut self, peer: &PeerId) {
         self.redials.forget(peer);
@@ -401,6 +417,34 @@ fn short_key(key: &PublicKey) -> String {
     key.to_string()[..12].to_string()
 }
 
+/// The addresses our card lists: at most [`MAX_CARD_ADDRESSES`], those most useful to a
+/// stranger first (public, then relayed, then private, then loopback), each kind in the
+/// order given.
+fn card_addresses(addresses: Vec<Multiaddr>) -> Vec<String> {
+    let rank = |address: &Multiaddr| {
+        if crate::network::is_relayed(address) {
+            return 1;
+        }
+        let ip = address.iter().next().and_then(|first| match first {
+            AddrProtocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
+            AddrProtocol::Ip6(ip) => Some(ip.into()),
+            _ => None,
+        });
+        match ip {
+            Some(ip) if ip.is_loopback() => 3,
+            Some(ip) if crate::network::is_private(ip) => 2,
+            _ => 0,
+        }
+    };
+    let mut addresses: Vec<(u8, String)> = addresses
+        .iter()
+        .map(|address| (rank(address), address.to_string()))
+        .filter(|(_, text)| text.len() <= raclette_protocol::directory::MAX_ADDRESS_BYTES)
+        .collect();
+    addresses.sort_by_key(|(rank, _)| *rank); // stable: each kind keeps its order
+    addresses.into_iter().take(MAX_CARD_ADDRESSES).map(|(_, text)| text).collect()
+}
+
 /// The addresses of a card a node dials: those that parse, at most
 /// [`MAX_DIAL_ADDRESSES`], and at most [`MAX_DIAL_PER_HOST`] for any one host. A card can
 /// name any host with the owner's PeerId at the end; without these caps one card would
@@ -436,6 +480,9 @@ impl Node {
                 && !addresses.is_empty()
                 && self.directory.redials.due(&peer, now)
             {
+                if !self.directory.may_dial(now) {
+                    break; // the rest wait for the next pass
+                }
                 self.directory.redials.tried(peer, now);
                 self.client.dial(Some(peer), addresses).await;
             }
@@ -455,14 +502,7 @@ impl Node {
             (self.client.clone(), self.internal.clone(), self.keypair.clone());
         let (network, name) = (self.chain.network(), self.config.name.clone());
         tokio::spawn(async move {
-            let mut addresses: Vec<String> = client
-                .addresses()
-                .await
-                .iter()
-                .map(ToString::to_string)
-                .filter(|text| text.len() <= raclette_protocol::directory::MAX_ADDRESS_BYTES)
-                .collect();
-            addresses.truncate(MAX_CARD_ADDRESSES);
+            let addresses = card_addresses(client.addresses().await);
             let card = PeerCard::sign(&keypair, network, name, addresses, seq);
             let result = client
                 .request(tracker, Protocol::Directory, DirectoryRequest::Register(card).encode())
@@ -590,9 +630,12 @@ impl Node {
                     }
                     let peer = peer_id_of(&card.key);
                     if !self.connected.contains_key(&peer) {
+                        // Over the budget, the redial pass dials it as soon as it may.
                         self.directory.redials.forget(&peer);
-                        self.directory.redials.tried(peer, Instant::now());
-                        self.client.dial(Some(peer), addresses_of(&card)).await;
+                        if self.directory.may_dial(Instant::now()) {
+                            self.directory.redials.tried(peer, Instant::now());
+                            self.client.dial(Some(peer), addresses_of(&card)).await;
+                        }
                     }
                 }
                 Ok(Merged::Unchanged) => {}
@@ -805,5 +848,30 @@ mod tests {
         assert_eq!(book.merge(card(&alice, "alicia", 6), &NetworkId::ZERO, 0), Ok(Merged::Changed));
         assert_eq!(book.names(), vec!["alicia".to_string()], "a key holds one name");
         assert_eq!(book.name_of(&alice.public()).as_deref(), Some("alicia"));
+    }
+
+    #[test]
+    fn given_more_addresses_than_a_card_holds_then_public_and_relayed_ones_are_kept_first() {
+        let peer = PeerId::random();
+        let relay = PeerId::random();
+        let parse = |text: String| text.parse::<Multiaddr>().expect("a multiaddr");
+        let mut given = Vec::new();
+        for port in 1..=3 {
+            given.push(parse(format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")));
+            given.push(parse(format!("/ip4/192.168.1.5/tcp/{port}/p2p/{peer}")));
+        }
+        given.push(parse(format!("/ip4/198.51.100.9/tcp/7000/p2p/{relay}/p2p-circuit/p2p/{peer}")));
+        given.push(parse(format!("/ip4/203.0.113.5/tcp/4001/p2p/{peer}")));
+        given.push(parse(format!("/ip6/fd00::5/tcp/4001/p2p/{peer}")));
+        given.push(parse(format!("/ip4/203.0.113.5/udp/4001/quic-v1/p2p/{peer}")));
+        let listed = card_addresses(given);
+        assert_eq!(listed.len(), MAX_CARD_ADDRESSES);
+        assert!(listed[0].starts_with("/ip4/203.0.113.5/tcp/4001"), "{listed:?}");
+        assert!(listed[1].starts_with("/ip4/203.0.113.5/udp/4001"), "{listed:?}");
+        assert!(listed[2].contains("/p2p-circuit/"), "{listed:?}");
+        let private =
+            listed[3..].iter().filter(|a| a.contains("192.168.") || a.contains("fd00")).count();
+        assert_eq!(private, 4, "every private address fits, then loopback: {listed:?}");
+        assert!(listed[7].starts_with("/ip4/127.0.0.1/tcp/1/"), "{listed:?}");
     }
 }

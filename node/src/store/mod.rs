@@ -42,6 +42,9 @@ pub enum Table {
     Directory,
     /// Tracker only: network id ‖ public key → the lowercase name that key holds.
     DirectoryKeys,
+    /// Tracker only: network id ‖ public key → when the key's owner was last seen (Unix
+    /// ms, 8 bytes big-endian): registered, or connected. Cards unseen too long expire.
+    DirectorySeen,
     /// Transaction id → a direct transfer waiting for its receiver to come online.
     Outbox,
     /// Small named values: the tip, the schema version.
@@ -50,7 +53,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Entries,
         Table::Blocks,
         Table::BestChain,
@@ -61,6 +64,7 @@ impl Table {
         Table::Inbox,
         Table::Directory,
         Table::DirectoryKeys,
+        Table::DirectorySeen,
         Table::Outbox,
         Table::Meta,
     ];
@@ -78,6 +82,7 @@ impl Table {
             Table::Inbox => "inbox",
             Table::Directory => "directory",
             Table::DirectoryKeys => "directory_keys",
+            Table::DirectorySeen => "directory_seen",
             Table::Outbox => "outbox",
             Table::Meta => "meta",
         }

@@ -874,4 +874,15 @@ mod tests {
         assert_eq!(private, 4, "every private address fits, then loopback: {listed:?}");
         assert!(listed[7].starts_with("/ip4/127.0.0.1/tcp/1/"), "{listed:?}");
     }
+
+    #[test]
+    fn given_a_listing_of_many_new_cards_then_the_dial_budget_admits_a_burst_then_a_trickle() {
+        let store = MemoryStore::new();
+        let mut book = empty_book(&store);
+        let now = Instant::now();
+        let admitted = (0..100).filter(|_| book.may_dial(now)).count();
+        assert_eq!(admitted, DIAL_BURST as usize);
+        assert!(!book.may_dial(now + DIAL_REFILL / 2));
+        assert!(book.may_dial(now + DIAL_REFILL));
+    }
 }

@@ -328,6 +328,8 @@ pub struct NodeOptions {
     pub listen: Vec<String>,
     /// Where the API listens (default `127.0.0.1:0`).
     pub api: Option<String>,
+    /// Environment variables for the node (test switches).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running node, driven through its API.
@@ -386,6 +388,7 @@ impl NodeProcess {
             std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let mut child = command
             .env("RUST_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
+            .envs(options.env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

@@ -827,3 +827,36 @@ fn given_a_free_message_then_it_is_neither_taken_nor_relayed_and_the_sender_is_n
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("minimum relay fee"), "{body}");
 }
+
+#[test]
+fn given_a_node_that_misses_every_block_gossip_then_tip_announcements_alone_bring_it_to_the_tip() {
+    let net = Net::new("deaf", 8);
+    // Nobody polls a peer's status during the test: announcements alone.
+    let no_poll = ("RACLETTE_TEST_STATUS_POLL_SECS".to_string(), "3600".to_string());
+    let quiet = NodeOptions { env: vec![no_poll.clone()], ..net.options.clone() };
+    let alice = NodeProcess::start("alice", &net.dir.path().join("alice"), &quiet);
+    let bob = NodeProcess::start("bob", &net.dir.path().join("bob"), &quiet);
+    let deaf = NodeOptions {
+        env: vec![no_poll, ("RACLETTE_TEST_IGNORE_BLOCK_GOSSIP".into(), "1".into())],
+        ..net.options.clone()
+    };
+    let carol = NodeProcess::start("carol", &net.dir.path().join("carol"), &deaf);
+    wait_connected(&[&alice, &bob, &carol]);
+    for round in 1..=3 {
+        let started = std::time::Instant::now();
+        alice.mine(1);
+        let tip = alice.tip();
+        wait_for(&format!("carol at height {round}"), PATIENCE, || {
+            (carol.tip() == tip).then_some(())
+        });
+        eprintln!(
+            "carol reached height {round} in {} ms without block gossip",
+            started.elapsed().as_millis()
+        );
+    }
+    assert!(
+        carol.log().contains("blocks arriving by gossip are dropped"),
+        "the switch is on: {}",
+        carol.log()
+    );
+}

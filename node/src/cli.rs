@@ -144,6 +144,11 @@ impl NodeArgs {
             external: self.external.clone(),
             threads,
             min_relay_fee: self.min_relay_fee,
+            ignore_block_gossip: std::env::var_os("RACLETTE_TEST_IGNORE_BLOCK_GOSSIP").is_some(),
+            status_poll: std::env::var("RACLETTE_TEST_STATUS_POLL_SECS")
+                .ok()
+                .and_then(|secs| secs.parse().ok())
+                .map_or(crate::node::STATUS_POLL_EVERY, std::time::Duration::from_secs),
         })
     }
 }

@@ -27,6 +27,8 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    pub limits: libp2p::connection_limits::Behaviour,
+    pub inbound_per_ip: super::limits::InboundPerIp,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -67,29 +69,49 @@ fn request_response(
     )
 }
 
-/// Gossipsub with application validation, content-addressed ids and a transmit size that
-/// fits the largest block.
-/// Peer scoring for our two topics: an invalid message (one the node rejected) costs the
-/// peer that forwarded it, squared: two cost -80 (still heard, and the node's own peer
-/// manager bans at two faults), a third graylists the peer. The delivery-rate components
-/// are off: in a network of a few friends, quiet peers are normal and must not be pruned
-/// for it.
+/// Peer scoring for our two topics: only invalid messages (ones the node rejected) count,
+/// squared, against the peer that forwarded them. One costs -20 (below the gossip
+/// threshold: no more IHAVE gossip to it), two -80 (below the publish threshold; the
+/// node's own peer manager bans at two faults), a third -180 graylists it.
+///
+/// Everything else is off, so that arithmetic holds:
+/// - time in mesh and first deliveries would add up to thousands of points within
+///   seconds (libp2p's default quantum is 1 ms) and hide any number of invalid messages;
+/// - delivery rates: in a network of a few friends quiet peers are normal;
+/// - IP colocation: many honest nodes share an address (one machine, one home behind a
+///   NAT, every peer reached through a tracker's relay appears at the relay's address).
+///   Past ten per address libp2p's default pushed them below the publish threshold and
+///   the network split. The sybil defence is at the connection level instead (outbound
+///   peers chosen across address groups, inbound connections capped per public
+///   address); PROTOCOL.md §11.3.
 fn score_params(network: &raclette_protocol::NetworkId) -> gossipsub::PeerScoreParams {
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -20.0,
         invalid_message_deliveries_decay: 0.5,
         ..gossipsub::TopicScoreParams::default()
     };
-    let mut params = gossipsub::PeerScoreParams::default();
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..gossipsub::PeerScoreParams::default()
+    };
     for name in [wire::transactions_topic(network), wire::blocks_topic(network)] {
         params.topics.insert(gossipsub::IdentTopic::new(name).hash(), topic.clone());
     }
     params
 }
 
+/// Heartbeats a message stays in the cache: awaiting validation, it is relayed only if
+/// the node's verdict comes within this many heartbeats (8.4 s; a full block is checked
+/// in well under a second).
+const GOSSIP_HISTORY_HEARTBEATS: usize = 12;
+
+/// Gossipsub with application validation, content-addressed ids and a transmit size that
+/// fits the largest block.
 fn gossipsub(
     key: &libp2p::identity::Keypair,
     network: &raclette_protocol::NetworkId,
@@ -103,6 +125,7 @@ fn gossipsub(
         })
         .max_transmit_size(MAX_BLOCK_BYTES + 100_000)
         .heartbeat_interval(Duration::from_millis(700))
+        .history_length(GOSSIP_HISTORY_HEARTBEATS)
         .build()
         .map_err(|error| error.to_string())?;
     let mut behaviour =
@@ -133,6 +156,8 @@ pub fn build_swarm(
             |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let peer = key.public().to_peer_id();
                 Ok(Behaviour {
+                    limits: super::limits::connection_limits(),
+                    inbound_per_ip: super::limits::InboundPerIp::default(),
                     blocked: allow_block_list::Behaviour::default(),
                     identify: identify::Behaviour::new(
                         identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())

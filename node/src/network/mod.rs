@@ -9,6 +9,7 @@
 mod behaviour;
 pub mod codec;
 pub mod identity;
+pub mod limits;
 pub mod peers;
 mod serving;
 
@@ -23,6 +24,7 @@ use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, Respon
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, ping, rendezvous};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use raclette_protocol::{Keypair, NetworkId, wire};
@@ -32,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::Kind;
 use behaviour::{Behaviour, BehaviourEvent};
 use codec::Frame;
+pub use limits::{MAX_CONNECTIONS, OUTBOUND_TARGET};
 use peers::PeerScores;
 pub use peers::Penalty;
 use serving::Serving;
@@ -161,6 +164,8 @@ pub enum NetworkEvent {
         peer: PeerId,
         /// Direct or relayed.
         link: Link,
+        /// Whether this node dialled the link it keeps (an outbound peer).
+        outbound: bool,
     },
     /// The last connection to a peer closed.
     PeerDisconnected {
@@ -412,6 +417,12 @@ pub fn new(
     registry: &mut Registry,
 ) -> Result<(Client, mpsc::Receiver<NetworkEvent>, EventLoop), StartError> {
     let mut swarm = behaviour::build_swarm(&config, registry).map_err(StartError::Build)?;
+    let open_connections = Gauge::default();
+    registry.register(
+        "connections",
+        "Connections open now, to peers and trackers",
+        open_connections.clone(),
+    );
     let request_seconds = Family::<Kind, Histogram>::new_with_constructor(|| {
         Histogram::new(exponential_buckets(0.001, 2.0, 16)) // 1 ms to about 33 s
     });
@@ -462,6 +473,7 @@ pub fn new(
         serving: Serving::default(),
         next_token: 0,
         connections: HashMap::new(),
+        open_connections,
         scores: PeerScores::default(),
         last_discover: None,
         pending_disconnects: Vec::new(),
@@ -479,6 +491,14 @@ fn gossip_topic(network: &NetworkId, topic: Topic) -> IdentTopic {
         Topic::Transactions => IdentTopic::new(wire::transactions_topic(network)),
         Topic::Blocks => IdentTopic::new(wire::blocks_topic(network)),
     }
+}
+
+/// One open connection.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    link: Link,
+    /// Whether this node dialled it.
+    dialer: bool,
 }
 
 /// Where the answer to an outbound request goes.
@@ -500,7 +520,9 @@ pub struct EventLoop {
     /// Inbound requests whose answers have not gone out yet, per peer.
     serving: Serving<InboundRequestId>,
     next_token: u64,
-    connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
+    connections: HashMap<PeerId, HashMap<ConnectionId, Connection>>,
+    /// Connections open now (peers and trackers).
+    open_connections: Gauge,
     scores: PeerScores,
     last_discover: Option<Instant>,
     /// Banned peers to block (which closes their connections) once their last answers
@@ -730,7 +752,7 @@ impl EventLoop {
                     .iter()
                     .filter(|(peer, _)| !self.is_tracker(peer))
                     .map(|(peer, links)| {
-                        let direct = links.values().any(|link| *link == Link::Direct);
+                        let direct = links.values().any(|c| c.link == Link::Direct);
                         (*peer, if direct { Link::Direct } else { Link::Relayed })
                     })
                     .collect();
@@ -762,6 +784,40 @@ impl EventLoop {
         }
     }
 
+    fn count_connections(&self) {
+        let open: usize = self.connections.values().map(HashMap::len).sum();
+        self.open_connections.set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// A peer's links as the node sees them: direct if any is, outbound if any was
+    /// dialled by us.
+    fn peer_link(&self, peer: PeerId) -> Option<NetworkEvent> {
+        let links = self.connections.get(&peer).filter(|links| !links.is_empty())?;
+        let direct = links.values().any(|c| c.link == Link::Direct);
+        Some(NetworkEvent::PeerConnected {
+            peer,
+            link: if direct { Link::Direct } else { Link::Relayed },
+            outbound: links.values().any(|c| c.dialer),
+        })
+    }
+
+    /// One link per peer: once a direct link is up (DCUtR succeeded, or a dial got
+    /// through), the relayed ones close. Both ends see which links are relayed, so they
+    /// agree; two direct links from crossing dials are left alone (the per-peer cap bounds
+    /// them), since the ends cannot tell which the other would keep.
+    fn keep_one_link(&mut self, peer: PeerId) {
+        let Some(links) = self.connections.get(&peer) else { return };
+        if !links.values().any(|c| c.link == Link::Direct) {
+            return;
+        }
+        let relayed: Vec<ConnectionId> =
+            links.iter().filter(|(_, c)| c.link == Link::Relayed).map(|(id, _)| *id).collect();
+        for id in relayed {
+            debug!(%peer, "closing a relayed link: a direct one is up");
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn next_token(&mut self) -> ResponseToken {
         self.next_token += 1;
         ResponseToken(self.next_token)
@@ -785,7 +841,9 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let link = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let first = !self.connections.contains_key(&peer_id);
-                self.connections.entry(peer_id).or_default().insert(connection_id, link);
+                let connection = Connection { link, dialer: endpoint.is_dialer() };
+                self.connections.entry(peer_id).or_default().insert(connection_id, connection);
+                self.count_connections();
                 if self.is_tracker(&peer_id) {
                     if first {
                         info!(tracker = %peer_id, "connected to tracker");
@@ -800,23 +858,23 @@ impl EventLoop {
                     }
                 } else {
                     debug!(peer = %peer_id, ?link, "connected");
-                    self.emit(NetworkEvent::PeerConnected { peer: peer_id, link }).await;
+                    self.keep_one_link(peer_id);
+                    if let Some(event) = self.peer_link(peer_id) {
+                        self.emit(event).await;
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
                 let tracker = self.is_tracker(&peer_id);
                 let Some(links) = self.connections.get_mut(&peer_id) else { return };
                 links.remove(&connection_id);
-                if !links.is_empty() {
+                let remaining = !links.is_empty();
+                self.count_connections();
+                if remaining {
                     // Still connected another way (e.g. relayed then direct): report the
                     // remaining link as the peer's.
-                    if !tracker {
-                        let link = if links.values().any(|l| *l == Link::Direct) {
-                            Link::Direct
-                        } else {
-                            Link::Relayed
-                        };
-                        self.emit(NetworkEvent::PeerConnected { peer: peer_id, link }).await;
+                    if !tracker && let Some(event) = self.peer_link(peer_id) {
+                        self.emit(event).await;
                     }
                     return;
                 }
@@ -948,12 +1006,13 @@ impl EventLoop {
                     {
                         continue;
                     }
+                    // Not dialled: the node chooses its outbound peers from the
+                    // directory. The addresses serve on-demand links (a transfer).
                     let addresses = registration.record.addresses().to_vec();
                     debug!(%peer, ?addresses, "discovered through rendezvous");
-                    let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                        .addresses(addresses)
-                        .build();
-                    let _ = self.swarm.dial(options);
+                    for address in addresses {
+                        self.swarm.add_peer_address(peer, address);
+                    }
                 }
             }
             BehaviourEvent::Rendezvous(rendezvous::client::Event::RegisterFailed {

@@ -12,11 +12,13 @@ use raclette_protocol::wire::{
     DirectoryPush, DirectoryPushAck, DirectoryRequest, DirectoryResponse, MAX_CARDS_PER_PAGE,
 };
 use raclette_protocol::{NetworkId, PeerCard, PublicKey, WireMessage};
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::{Internal, Node, NodeExit, Notice, PeerView, now_ms};
+use crate::network::OUTBOUND_TARGET;
 use crate::network::identity::{key_of, peer_id_of};
 use crate::network::{InboundRequest, Link, Penalty, Protocol, RequestError};
 use crate::rate::TokenBuckets;
@@ -55,6 +57,8 @@ pub(super) struct DirectoryBook {
     /// Dials allowed now: a card listing must not make the node open hundreds of
     /// connections in one go.
     dials: TokenBuckets<()>,
+    /// Outbound dials not yet answered, with when each began.
+    dialing: HashMap<PeerId, Instant>,
     /// The sequence number of our last card: each new one is higher, even if the clock
     /// steps back (trackers refuse a card older than the one they hold).
     last_seq: u64,
@@ -119,6 +123,8 @@ const REDIAL_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 pub const DIAL_BURST: u32 = 32;
 /// See [`DIAL_BURST`].
 pub const DIAL_REFILL: Duration = Duration::from_millis(250);
+/// A dial not answered within this no longer holds an outbound slot.
+const DIAL_PATIENCE: Duration = Duration::from_secs(10);
 
 impl DirectoryBook {
     /// Loads the stored copy.
@@ -135,6 +141,7 @@ impl DirectoryBook {
             stale_registration: false,
             redials: Backoff::new(REDIAL_AFTER, REDIAL_AT_MOST_EVERY),
             dials: TokenBuckets::new(DIAL_BURST, DIAL_REFILL),
+            dialing: HashMap::new(),
             last_seq: reader
                 .get(Table::Meta, CARD_SEQ_KEY)?
                 .and_then(|bytes| bytes.try_into().ok())
@@ -351,6 +358,7 @@ impl DirectoryBook {
     /// `peer` is connected: once it goes, dial it again without waiting.
     pub(super) fn connected(&mut self, peer: &PeerId) {
         self.redials.forget(peer);
+        self.dialing.remove(peer);
     }
 
     /// Notes that our addresses changed: the card should be registered again.
@@ -380,6 +388,11 @@ impl DirectoryBook {
             .collect();
         views.sort_by_key(|a| a.name.to_ascii_lowercase());
         views
+    }
+
+    /// The addresses to dial `key`'s owner at, if its card is known.
+    pub(super) fn addresses_for(&self, key: &PublicKey) -> Vec<Multiaddr> {
+        self.cards().find(|card| card.key == *key).map(addresses_of).unwrap_or_default()
     }
 
     /// Every card, for dialling.
@@ -445,6 +458,30 @@ fn card_addresses(addresses: Vec<Multiaddr>) -> Vec<String> {
     addresses.into_iter().take(MAX_CARD_ADDRESSES).map(|(_, text)| text).collect()
 }
 
+/// The network neighbourhood of a peer, from the first address it is dialled at: the
+/// relay for a relayed one, the /16 of a public IPv4 address, the /32 of a public IPv6
+/// one, the name of a DNS one, and one group for every loopback and private address.
+/// Outbound peers spread across groups, so one operator's block of addresses cannot
+/// take every slot.
+fn address_group(addresses: &[Multiaddr]) -> String {
+    let Some(first) = addresses.first() else { return String::new() };
+    let relayed = crate::network::is_relayed(first);
+    let group = match first.iter().next() {
+        Some(AddrProtocol::Ip4(ip)) if !crate::network::is_private(ip.into()) => {
+            let [a, b, ..] = ip.octets();
+            format!("{a}.{b}")
+        }
+        Some(AddrProtocol::Ip6(ip)) if !crate::network::is_private(ip.into()) => {
+            let [a, b, ..] = ip.segments();
+            format!("{a:x}:{b:x}")
+        }
+        Some(AddrProtocol::Ip4(_) | AddrProtocol::Ip6(_)) => "local".into(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    if relayed { format!("relay {group}") } else { group }
+}
+
 /// The addresses of a card a node dials: those that parse, at most
 /// [`MAX_DIAL_ADDRESSES`], and at most [`MAX_DIAL_PER_HOST`] for any one host. A card can
 /// name any host with the owner's PeerId at the end; without these caps one card would
@@ -467,25 +504,48 @@ fn addresses_of(card: &PeerCard) -> Vec<Multiaddr> {
 }
 
 impl Node {
-    /// Dials every peer in the stored directory (works with no tracker at all).
+    /// Keeps [`OUTBOUND_TARGET`] outbound peers (works with no tracker at all): while
+    /// fewer are connected or being dialled, dials known peers that are not connected and
+    /// whose backoff has passed, in random order, each time from the address group least
+    /// represented among the outbound peers, within the dial budget. Every other peer
+    /// stays in the directory, reachable on demand.
     pub(super) async fn dial_known_peers(&mut self) {
-        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .directory
-            .cards()
-            .map(|card| (peer_id_of(&card.key), addresses_of(card)))
-            .collect();
         let now = Instant::now();
-        for (peer, addresses) in targets {
-            if !self.connected.contains_key(&peer)
+        self.directory.dialing.retain(|_, since| now.duration_since(*since) < DIAL_PATIENCE);
+        let busy = self.outbound.len() + self.directory.dialing.len();
+        let mut wanted = OUTBOUND_TARGET.saturating_sub(busy);
+        if wanted == 0 {
+            return;
+        }
+        let mut used: HashMap<String, usize> = HashMap::new();
+        let mut candidates = Vec::new();
+        for card in self.directory.cards() {
+            let peer = peer_id_of(&card.key);
+            let addresses = addresses_of(card);
+            if self.outbound.contains(&peer) {
+                *used.entry(address_group(&addresses)).or_default() += 1;
+            } else if !self.connected.contains_key(&peer)
+                && !self.directory.dialing.contains_key(&peer)
                 && !addresses.is_empty()
                 && self.directory.redials.due(&peer, now)
             {
-                if !self.directory.may_dial(now) {
-                    break; // the rest wait for the next pass
-                }
-                self.directory.redials.tried(peer, now);
-                self.client.dial(Some(peer), addresses).await;
+                candidates.push((peer, address_group(&addresses), addresses));
             }
+        }
+        candidates.shuffle(&mut rand::thread_rng());
+        while wanted > 0 && !candidates.is_empty() {
+            let rarest = (0..candidates.len())
+                .min_by_key(|i| used.get(&candidates[*i].1).copied().unwrap_or(0))
+                .unwrap_or(0);
+            if !self.directory.may_dial(now) {
+                break; // the rest wait for the next pass
+            }
+            let (peer, group, addresses) = candidates.swap_remove(rarest);
+            *used.entry(group).or_default() += 1;
+            self.directory.redials.tried(peer, now);
+            self.directory.dialing.insert(peer, now);
+            self.client.dial(Some(peer), addresses).await;
+            wanted -= 1;
         }
     }
 
@@ -629,14 +689,8 @@ impl Node {
                         self.notify(Notice::PeerJoined { name });
                     }
                     let peer = peer_id_of(&card.key);
-                    if !self.connected.contains_key(&peer) {
-                        // Over the budget, the redial pass dials it as soon as it may.
-                        self.directory.redials.forget(&peer);
-                        if self.directory.may_dial(Instant::now()) {
-                            self.directory.redials.tried(peer, Instant::now());
-                            self.client.dial(Some(peer), addresses_of(&card)).await;
-                        }
-                    }
+                    // New or moved: a candidate for an outbound slot at once.
+                    self.directory.redials.forget(&peer);
                 }
                 Ok(Merged::Unchanged) => {}
                 Ok(Merged::Conflict) => warn!(
@@ -648,6 +702,9 @@ impl Node {
             }
         }
         self.persist_directory();
+        if changed > 0 {
+            self.dial_known_peers().await;
+        }
         changed
     }
 

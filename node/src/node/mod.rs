@@ -71,7 +71,17 @@ pub struct NodeConfig {
     pub threads: usize,
     /// The least fee a transfer must pay for this node to take and relay it.
     pub min_relay_fee: Amount,
+    /// Test only (`RACLETTE_TEST_IGNORE_BLOCK_GOSSIP`): blocks arriving by gossip are
+    /// dropped unread, so tests can show that tip announcements alone keep a node up.
+    pub ignore_block_gossip: bool,
+    /// How often one random peer is asked for its status while not syncing (tests set it
+    /// with `RACLETTE_TEST_STATUS_POLL_SECS`, to show announcements alone at work).
+    pub status_poll: Duration,
 }
+
+/// How often one random peer is asked for its status while not syncing: the safety net
+/// under tip announcements.
+pub const STATUS_POLL_EVERY: Duration = Duration::from_secs(10);
 
 /// Results of spawned work, posted back to the node task.
 enum Internal {
@@ -158,6 +168,9 @@ pub struct Node {
     notices: broadcast::Sender<Notice>,
     directory: DirectoryBook,
     connected: HashMap<PeerId, Link>,
+    /// Connected peers this node dialled itself: it keeps
+    /// [`OUTBOUND_TARGET`](crate::network::OUTBOUND_TARGET) of them.
+    outbound: HashSet<PeerId>,
     trackers: HashMap<PeerId, bool>,
     sync: SyncState,
     mining: Option<MiningSession>,
@@ -229,6 +242,11 @@ pub fn start(
         mempool = mempool.len(),
         "opened the chain"
     );
+    if config.ignore_block_gossip {
+        warn!(
+            "test switch RACLETTE_TEST_IGNORE_BLOCK_GOSSIP: blocks arriving by gossip are dropped"
+        );
+    }
     let node = Node {
         config,
         keypair,
@@ -241,6 +259,7 @@ pub fn start(
         notices: notices.clone(),
         directory,
         connected: HashMap::new(),
+        outbound: HashSet::new(),
         trackers,
         sync: SyncState::default(),
         mining: None,
@@ -358,8 +377,13 @@ impl Node {
                 println!("node address: {address}");
                 self.directory.addresses_changed();
             }
-            NetworkEvent::PeerConnected { peer, link } => {
+            NetworkEvent::PeerConnected { peer, link, outbound } => {
                 let first = self.connected.insert(peer, link).is_none();
+                if outbound {
+                    self.outbound.insert(peer);
+                } else {
+                    self.outbound.remove(&peer);
+                }
                 self.directory.seen(&peer, now_ms());
                 self.directory.connected(&peer);
                 if first {
@@ -368,6 +392,7 @@ impl Node {
             }
             NetworkEvent::PeerDisconnected { peer } => {
                 self.connected.remove(&peer);
+                self.outbound.remove(&peer);
                 self.directory.seen(&peer, now_ms());
                 self.sync.peer_gone(&peer);
             }
@@ -382,6 +407,9 @@ impl Node {
                 Topic::Transactions => {
                     let acceptance = self.on_gossip_transfer(source, &data).await;
                     self.client.validate(message_id, source, acceptance).await;
+                }
+                Topic::Blocks if self.config.ignore_block_gossip => {
+                    self.client.validate(message_id, source, MessageAcceptance::Ignore).await;
                 }
                 Topic::Blocks => {
                     let (acceptance, change) = self.on_gossip_block(source, &data).await;
@@ -565,6 +593,9 @@ impl Node {
         }
         if let Some(tip) = change.connected.last() {
             self.notify(Notice::Tip { height: tip.header.height, hash: tip.hash() });
+            if !self.sync.is_active() {
+                self.announce_tip();
+            }
         }
         self.mining_on_tip_change();
     }

@@ -11,6 +11,7 @@ use raclette_protocol::wire::{
     SyncRequest, SyncResponse,
 };
 use raclette_protocol::{Block, BlockHash, BlockHeader, WireMessage, Work};
+use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
@@ -67,6 +68,9 @@ pub(super) struct SyncState {
     retry: Backoff,
     /// Attempts to catch up started so far (numbers them).
     attempts: u64,
+    /// When a random peer was last asked for its status (the safety net under tip
+    /// announcements).
+    last_poll: Option<Instant>,
 }
 
 impl Default for SyncState {
@@ -76,6 +80,7 @@ impl Default for SyncState {
             phase: Phase::default(),
             retry: Backoff::new(RETRY_AFTER, RETRY_AT_MOST_EVERY),
             attempts: 0,
+            last_poll: None,
         }
     }
 }
@@ -261,6 +266,31 @@ impl Node {
     /// The handshake: tell a newly connected peer our chain, learn theirs.
     pub(super) async fn request_status(&mut self, peer: PeerId) {
         self.sync_request(peer, SentRequest::Status, SyncRequest::Status(self.chain.status()));
+    }
+
+    /// Tells every connected peer our new best tip with a `status` request (§13.1). A
+    /// peer whose gossip missed the block hears of more work and syncs; its answer tells
+    /// us its own tip in turn.
+    pub(super) fn announce_tip(&mut self) {
+        let status = self.chain.status();
+        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        for peer in peers {
+            self.sync_request(peer, SentRequest::Status, SyncRequest::Status(status.clone()));
+        }
+    }
+
+    /// The safety net under announcements: now and then, one random connected peer is
+    /// asked for its status, so a node whose announcements were all lost still catches
+    /// up.
+    fn poll_a_peer(&mut self, now: Instant) {
+        if self.sync.last_poll.is_some_and(|at| now.duration_since(at) < self.config.status_poll) {
+            return;
+        }
+        self.sync.last_poll = Some(now);
+        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
+            self.sync_request(*peer, SentRequest::Status, SyncRequest::Status(self.chain.status()));
+        }
     }
 
     /// A peer's status, from its answer or its own handshake. Returns false if the peer
@@ -690,6 +720,9 @@ impl Node {
 
     /// Once a second: give slow requests to others; start catching up if a peer is ahead.
     pub(super) async fn sync_housekeeping(&mut self) {
+        if !self.sync.is_active() {
+            self.poll_a_peer(Instant::now());
+        }
         if let Phase::Blocks(download) = &mut self.sync.phase {
             let now = Instant::now();
             let slow: Vec<BlockHash> = download

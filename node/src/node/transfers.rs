@@ -110,7 +110,12 @@ impl Node {
         let internal = self.internal.clone();
         let peer = peer_id_of(&transfer.to);
         let txid = transfer.txid();
+        // Most peers of a large network are not connected: dial the receiver on demand.
+        let addresses = self.directory.addresses_for(&transfer.to);
         tokio::spawn(async move {
+            if !addresses.is_empty() {
+                client.dial(Some(peer), addresses).await;
+            }
             let result =
                 client.request(peer, Protocol::Direct, DirectRequest { transfer }.encode()).await;
             let _ = internal.send(Internal::DirectAnswer { txid, to_name, result, reply }).await;

@@ -332,3 +332,58 @@ fn given_nats_that_defeat_hole_punching_then_everything_works_through_the_relay(
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(scenario(2, Nat::Symmetric, dir.path()), "relayed");
 }
+
+#[test]
+fn given_twenty_nodes_behind_one_nat_then_a_block_and_a_transfer_from_another_home_reach_them_all()
+ {
+    if let Some(reason) = prerequisites_missing() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    const CROWD: u16 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    // Random ports per destination: the crowd's links to the outside are relayed.
+    let topology = Topology::build(3, Nat::Symmetric);
+    let tracker = TrackerProcess::start_with(
+        &dir.path().join("tracker"),
+        &[format!("/ip4/{}/tcp/7000", topology.public_ip())],
+        &format!("{}:7080", topology.mgmt_ip(0)),
+        &in_ns(&topology.ns("pub")),
+    );
+    let tracker_id = tracker.address.rsplit("/p2p/").next().unwrap().to_string();
+    let file = network_file(dir.path(), &test_params("crowd", 10));
+    let node = |name: &str, home: &str, slot: u8, port: u16| {
+        let options = NodeOptions {
+            trackers: vec![format!("/dns4/tracker.test/tcp/7000/p2p/{tracker_id}")],
+            network_file: Some(file.clone()),
+            prefix: in_ns(&topology.ns(home)),
+            listen: vec![format!("/ip4/{}/tcp/{}", topology.lan_ip(slot), 4000 + port)],
+            api: Some(format!("{}:{}", topology.mgmt_ip(slot), 8000 + port)),
+            ..NodeOptions::default()
+        };
+        NodeProcess::start(name, &dir.path().join(name), &options)
+    };
+    let crowd: Vec<NodeProcess> =
+        (1..=CROWD).map(|i| node(&format!("home{i:02}"), "ha", 1, i)).collect();
+    let bob = node("bob", "hb", 2, 1);
+    wait_for("bob linked to some of the crowd", PATIENCE, || {
+        bob.peer_names().iter().any(|(_, connected)| *connected).then_some(())
+    });
+    let started = std::time::Instant::now();
+    let tip = bob.mine(1)["mined"][0]["hash"].as_str().unwrap().to_string();
+    for home in &crowd {
+        wait_for(&format!("{} on bob's block", home.name), PATIENCE, || {
+            (home.tip() == tip).then_some(())
+        });
+    }
+    eprintln!("bob's block reached all {CROWD} in {} ms", started.elapsed().as_millis());
+    let last = crowd.last().unwrap();
+    let (txid, _) = bob.send(&last.name, "3", "to the last one behind the NAT");
+    wait_for("the transfer in the last one's inbox", PATIENCE, || {
+        let inbox = last.get("inbox");
+        inbox.as_array()?.iter().any(|item| item["txid"] == txid.as_str()).then_some(())
+    });
+    let relayed = crowd.iter().filter(|home| link_to(home, "bob").as_deref() == Some("relayed"));
+    eprintln!("{} of the crowd hold a relayed link to bob", relayed.count());
+    drop((crowd, bob, tracker));
+}

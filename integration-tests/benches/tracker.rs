@@ -89,13 +89,7 @@ impl Tracker {
 
     /// Resident memory in KiB, from `/proc/<pid>/status`.
     fn rss_kib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the tracker is running");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
+        raclette_integration_tests::harness::rss_mib(self.child.id()) * 1024.0
     }
 }
 

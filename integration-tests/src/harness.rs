@@ -243,6 +243,11 @@ impl TrackerProcess {
         Self { child, address, data: data.to_path_buf(), api }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its TCP port.
     pub fn port(&self) -> u16 {
         let after = self.address.split("/tcp/").nth(1).expect("a tcp address");
@@ -519,6 +524,11 @@ impl NodeProcess {
             .collect()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The node's log.
     pub fn log(&self) -> String {
         tail(&self.data.join("node.log"))
@@ -704,4 +714,14 @@ impl RawPeer {
             .map(|(peer, _)| peer.to_string())
             .collect()
     }
+}
+
+/// The resident memory of process `pid` in MiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }

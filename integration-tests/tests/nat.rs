@@ -335,7 +335,7 @@ fn given_nats_that_defeat_hole_punching_then_everything_works_through_the_relay(
 
 #[test]
 fn given_twenty_nodes_behind_one_nat_then_a_block_and_a_transfer_from_another_home_reach_them_all()
- {
+{
     if let Some(reason) = prerequisites_missing() {
         eprintln!("skipped: {reason}");
         return;

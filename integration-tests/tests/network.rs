@@ -739,7 +739,13 @@ fn given_a_gossiped_block_forking_far_below_the_tip_then_it_is_not_stored() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as u64;
     let block_on = |parent: BlockHash, height: u64| {
-        let next = NextBlock { parent, height, bits: net.params.initial_bits, median_time_ms: 0 };
+        let next = NextBlock {
+            parent,
+            height,
+            bits: net.params.initial_bits,
+            median_time_ms: 0,
+            window_floor_ms: 0,
+        };
         let block = raclette_node::miner::assemble_block(
             &net.params,
             &next,

@@ -43,7 +43,7 @@ pub fn assemble_block(
         height: next.height,
         prev: next.parent,
         merkle_root: merkle_root(&ids),
-        time_ms: now_ms.max(next.median_time_ms + 1),
+        time_ms: now_ms.max(next.median_time_ms + 1).max(next.window_floor_ms),
         nonce: 0,
     };
     Block { header, transactions }
@@ -95,6 +95,7 @@ mod tests {
             height: 1,
             bits: Target::from_expected_hashes_log2(10).to_compact(),
             median_time_ms: params.genesis_time_ms,
+            window_floor_ms: 0,
         };
         let miner = params.genesis().coinbase().unwrap().to;
         let block = assemble_block(&params, &next, miner, vec![], 0, b"");

@@ -140,6 +140,7 @@ pub fn linear_blocks(
                 height,
                 bits: params.initial_bits,
                 median_time_ms: parent.1,
+                window_floor_ms: 0,
             };
             let block = remine(assemble_block(
                 params,

@@ -33,7 +33,7 @@ use raclette_protocol::params::MEDIAN_TIME_BLOCKS;
 use state::{Accounts, BlockStateError, apply_block, touched_keys};
 use validate::{
     BlockError, HeaderContext, HeaderError, check_block, check_commitment, check_header,
-    check_proof_of_work, median_time,
+    check_proof_of_work, header_context,
 };
 
 /// Most hashes remembered as invalid without being stored.
@@ -155,6 +155,8 @@ pub struct NextBlock {
     pub bits: CompactTarget,
     /// Its time must be greater than this.
     pub median_time_ms: u64,
+    /// And at least this (the timewarp rule; 0 inside a retarget window).
+    pub window_floor_ms: u64,
 }
 
 /// A set that remembers at most `capacity` items, forgetting the oldest first.
@@ -778,17 +780,12 @@ impl<S: Store> Chain<S> {
                 _ => headers[index - 1],
             };
             let height = parent.height + 1;
-            let expected_bits = if params.is_retarget_height(height) {
-                let first = header_at(height - params.retarget_interval)?;
-                params.retarget_bits(parent.bits, first.time_ms, parent.time_ms)
-            } else {
-                parent.bits
-            };
-            let context = HeaderContext {
-                parent_height: parent.height,
-                expected_bits,
-                median_time_ms: median_time(times.iter().copied().collect()),
-            };
+            let context = header_context(
+                params,
+                &parent,
+                || header_at(height - params.retarget_interval),
+                times.iter().copied().collect(),
+            )?;
             if let Err(error) = check_header(params, header, &context, now_ms) {
                 return Ok(Err((index, HeaderChainError::Header(error))));
             }
@@ -810,29 +807,23 @@ impl<S: Store> Chain<S> {
     pub fn next_block_on(&self, parent: &BlockHash) -> Result<Option<NextBlock>, StoreError> {
         let reader = self.store.reader()?;
         let Some(entry) = reader.entry(parent)? else { return Ok(None) };
-        let context = header_context(&self.rules.params, &reader, &entry)?;
+        let context = stored_header_context(&self.rules.params, &reader, &entry)?;
         Ok(Some(NextBlock {
             parent: *parent,
             height: entry.height() + 1,
             bits: context.expected_bits,
             median_time_ms: context.median_time_ms,
+            window_floor_ms: context.window_floor_ms,
         }))
     }
 }
 
-/// The header context for a child of `parent`: the required target and median time.
-fn header_context<R: StoreRead + ?Sized>(
+/// The header context for a child of `parent`, read from the store.
+fn stored_header_context<R: StoreRead + ?Sized>(
     params: &NetworkParams,
     reader: &R,
     parent: &BlockEntry,
 ) -> Result<HeaderContext, StoreError> {
-    let height = parent.height() + 1;
-    let expected_bits = if params.is_retarget_height(height) {
-        let first = ancestor(reader, parent, height - params.retarget_interval)?;
-        params.retarget_bits(parent.header.bits, first.header.time_ms, parent.header.time_ms)
-    } else {
-        parent.header.bits
-    };
     let mut times = Vec::with_capacity(raclette_protocol::params::MEDIAN_TIME_BLOCKS);
     let mut cursor = parent.clone();
     times.push(cursor.header.time_ms);
@@ -842,11 +833,11 @@ fn header_context<R: StoreRead + ?Sized>(
             .ok_or_else(|| corrupt(format!("missing parent of {}", cursor.hash())))?;
         times.push(cursor.header.time_ms);
     }
-    Ok(HeaderContext {
-        parent_height: parent.height(),
-        expected_bits,
-        median_time_ms: median_time(times),
-    })
+    let first = || {
+        let height = parent.height() + 1 - params.retarget_interval;
+        ancestor(reader, parent, height).map(|entry| entry.header)
+    };
+    header_context(params, &parent.header, first, times)
 }
 
 /// The ancestor of `entry` at `height` on its own branch.
@@ -911,7 +902,7 @@ impl ChainState {
             self.invalid.insert(hash);
             return Err(InError::Rejected(ImportError::InvalidAncestor(parent.hash())));
         }
-        let context = header_context(&rules.params, writer, &parent)?;
+        let context = stored_header_context(&rules.params, writer, &parent)?;
         if let Err(error) = check_header(&rules.params, &block.header, &context, now_ms) {
             if error.is_peer_fault() {
                 self.invalid.insert(hash);

@@ -992,3 +992,48 @@ fn given_a_header_breaking_a_rule_then_the_chain_check_names_it_and_the_rule() {
         "{verdict:?}"
     );
 }
+
+#[test]
+fn given_a_window_whose_first_block_goes_back_past_the_last_then_the_timewarp_rule_refuses_it() {
+    // Windows of 4: heights 4 and 8 retarget. The last block of the window 4..7 is dated
+    // far ahead (as a timewarping miner does to make its window look slow); the first
+    // block of the next window then tries to go back to just above the median time.
+    let params = NetworkParams { retarget_interval: 4, ..easy_params() };
+    let alice = keypair("alice");
+    let mut chain = Chain::open(MemoryStore::new(), params.clone(), None).unwrap();
+    for _ in 1..=6 {
+        let block = mine_on(&chain, &tip_hash(&chain), &alice, vec![], 1000);
+        chain.import_block(block, NOW).unwrap();
+    }
+    let late = mine_on(&chain, &tip_hash(&chain), &alice, vec![], 8_000_000);
+    chain.import_block(late.clone(), NOW).unwrap();
+    let next = chain.next_block().unwrap();
+    assert!(params.is_retarget_height(next.height));
+    let floor = late.header.time_ms - params.max_future_block_time_ms;
+    assert_eq!(next.window_floor_ms, floor);
+    assert!(next.median_time_ms + 1 < floor, "the median alone would allow going back");
+
+    let mut warped = mine_on(&chain, &tip_hash(&chain), &alice, vec![], 0);
+    warped.header.time_ms = next.median_time_ms + 1;
+    let warped = remine(warped);
+    let verdict = chain.import_block(warped.clone(), NOW);
+    assert!(
+        matches!(verdict, Err(ImportError::Header(HeaderError::TimeBeforeWindow { .. }))),
+        "{verdict:?}"
+    );
+    assert!(HeaderError::TimeBeforeWindow { time_ms: 0, floor_ms: 1 }.is_peer_fault());
+    // The header-chain check (sync) applies the same rule.
+    let headers = [warped.header];
+    let verdict = chain.check_header_chain(&headers, 0, NOW).unwrap();
+    assert!(
+        matches!(verdict, Err((0, HeaderChainError::Header(HeaderError::TimeBeforeWindow { .. })))),
+        "{verdict:?}"
+    );
+
+    // At the floor exactly it is valid, and the miner never goes below it.
+    let mut honest = mine_on(&chain, &tip_hash(&chain), &alice, vec![], 0);
+    assert!(honest.header.time_ms >= floor);
+    honest.header.time_ms = floor;
+    chain.import_block(remine(honest), NOW).unwrap();
+    assert_eq!(chain.tip().height(), 8);
+}

@@ -51,6 +51,17 @@ pub enum HeaderError {
         /// The median it must exceed.
         median_ms: u64,
     },
+    /// The first block of a retarget window dated too far before the last block of the
+    /// previous window (the timewarp rule).
+    #[error(
+        "time {time_ms} is more than the future limit before the previous window's end ({floor_ms} at the earliest)"
+    )]
+    TimeBeforeWindow {
+        /// The header's time.
+        time_ms: u64,
+        /// The earliest it may be.
+        floor_ms: u64,
+    },
     /// Too far ahead of this node's clock.
     #[error(
         "time {time_ms} is more than the allowed drift ahead of this node's clock (limit {limit_ms})"
@@ -73,7 +84,8 @@ impl HeaderError {
             | HeaderError::BadTarget(_)
             | HeaderError::WrongTarget { .. }
             | HeaderError::BadPow
-            | HeaderError::TimeTooOld { .. } => true,
+            | HeaderError::TimeTooOld { .. }
+            | HeaderError::TimeBeforeWindow { .. } => true,
             HeaderError::TimeTooNew { .. } => false,
         }
     }
@@ -133,6 +145,37 @@ pub struct HeaderContext {
     pub expected_bits: CompactTarget,
     /// Median time of the parent and up to ten of its ancestors.
     pub median_time_ms: u64,
+    /// The earliest time allowed: at a retarget height, the parent's time less
+    /// `max_future_block_time_ms` (the timewarp rule); otherwise 0.
+    pub window_floor_ms: u64,
+}
+
+/// The context a child of `parent` is checked in, derived in one place for block import,
+/// header chains and the miner. `window_first` gives the first block of the window that
+/// `parent` ends (asked for only at a retarget height); `times` are the times of up to
+/// eleven blocks ending with `parent`.
+pub fn header_context<E>(
+    params: &NetworkParams,
+    parent: &BlockHeader,
+    window_first: impl FnOnce() -> Result<BlockHeader, E>,
+    times: Vec<u64>,
+) -> Result<HeaderContext, E> {
+    let height = parent.height + 1;
+    let (expected_bits, window_floor_ms) = if params.is_retarget_height(height) {
+        let first = window_first()?;
+        (
+            params.retarget_bits(parent.bits, first.time_ms, parent.time_ms),
+            parent.time_ms.saturating_sub(params.max_future_block_time_ms),
+        )
+    } else {
+        (parent.bits, 0)
+    };
+    Ok(HeaderContext {
+        parent_height: parent.height,
+        expected_bits,
+        median_time_ms: median_time(times),
+        window_floor_ms,
+    })
 }
 
 /// The median of up to eleven timestamps (the upper middle element for even counts).
@@ -161,7 +204,8 @@ pub fn check_proof_of_work(
     Ok(())
 }
 
-/// The header ladder: version, height, target, proof of work, median time, future limit.
+/// The header ladder: version, height, target, proof of work, median time, window floor,
+/// future limit.
 pub fn check_header(
     params: &NetworkParams,
     header: &BlockHeader,
@@ -188,6 +232,12 @@ pub fn check_header(
         return Err(HeaderError::TimeTooOld {
             time_ms: header.time_ms,
             median_ms: context.median_time_ms,
+        });
+    }
+    if header.time_ms < context.window_floor_ms {
+        return Err(HeaderError::TimeBeforeWindow {
+            time_ms: header.time_ms,
+            floor_ms: context.window_floor_ms,
         });
     }
     let limit_ms = now_ms.saturating_add(params.max_future_block_time_ms);
@@ -294,4 +344,55 @@ pub struct CheckedBlock {
     pub txids: Vec<TxId>,
     /// The block's canonical encoding.
     pub encoded: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use raclette_protocol::{BlockHash, Target};
+
+    use super::*;
+
+    /// PROTOCOL.md §5.4, the timewarp vector: on `dev` (windows of 10, future limit 2 h),
+    /// a parent at height 9 dated 1 700 000 000 000 puts the floor of height 10 at
+    /// 1 699 992 800 000; height 11 has none.
+    #[test]
+    fn given_the_timewarp_vector_then_the_floor_and_the_verdicts_match_the_document() {
+        let dev = NetworkParams::dev();
+        let parent = |height: u64| BlockHeader {
+            version: HEADER_VERSION,
+            bits: dev.initial_bits,
+            height,
+            prev: BlockHash::from_bytes([0; 32]),
+            merkle_root: [0; 32],
+            time_ms: 1_700_000_000_000,
+            nonce: 0,
+        };
+        let first = || Ok::<_, ()>(parent(0));
+        let at_ten = header_context(&dev, &parent(9), first, vec![1_600_000_000_000]).unwrap();
+        assert_eq!(at_ten.window_floor_ms, 1_699_992_800_000);
+        let at_eleven = header_context(&dev, &parent(10), first, vec![1_600_000_000_000]).unwrap();
+        assert_eq!(at_eleven.window_floor_ms, 0);
+
+        // The same rule on an easy twin of dev, so the headers can be mined here.
+        let easy = Target::from_expected_hashes_log2(2).to_compact();
+        let params = NetworkParams { initial_bits: easy, pow_limit_bits: easy, ..dev };
+        let context = HeaderContext { expected_bits: easy, ..at_ten };
+        let verdict = |time_ms: u64| {
+            let header = BlockHeader { bits: easy, height: 10, time_ms, ..parent(9) };
+            let header =
+                crate::miner::solve(&header, 1, &AtomicBool::new(false), &AtomicU64::new(0))
+                    .expect("an easy target is met");
+            check_header(&params, &header, &context, 1_700_000_000_000)
+        };
+        assert_eq!(verdict(1_699_992_800_000), Ok(()));
+        assert_eq!(
+            verdict(1_699_992_799_999),
+            Err(HeaderError::TimeBeforeWindow {
+                time_ms: 1_699_992_799_999,
+                floor_ms: 1_699_992_800_000
+            })
+        );
+    }
 }

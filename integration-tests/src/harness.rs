@@ -621,6 +621,7 @@ impl RawPeer {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("constant")],
             trackers: trackers.iter().map(|t| t.parse().expect("tracker multiaddr")).collect(),
             external: Vec::new(),
+            transport: raclette_node::network::Transport::Os,
         };
         let client = runtime.block_on(async {
             let (client, mut events, event_loop) =

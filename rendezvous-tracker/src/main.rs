@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use libp2p::Multiaddr;
-use raclette_node::network::identity;
+use raclette_node::network::{Transport, identity};
 use raclette_node::store::LmdbStore;
 use raclette_tracker::addresses::AddressFile;
 use raclette_tracker::directory::{CARD_EXPIRY, Directory};
@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             directory.clone(),
             connected.clone(),
             &mut registry,
-            raclette_tracker::relay::config(cli.exempt_private),
+            (raclette_tracker::relay::config(cli.exempt_private), Transport::Os),
         )?
         .serving(networks.clone())
         .with_card_expiry(Duration::from_secs(cli.card_expiry_days * 86_400))

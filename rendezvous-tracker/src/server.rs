@@ -13,6 +13,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, autonat, identify, noise, ping, relay, rendezvous,
     tcp, yamux,
 };
+use raclette_node::network::Transport;
 use raclette_node::network::codec::{Frame, LimitedBytes};
 use raclette_node::network::identity::{key_of, libp2p_keypair, peer_id_of};
 use raclette_node::node::now_ms;
@@ -116,60 +117,40 @@ impl Tracker {
         directory: Arc<Directory<LmdbStore>>,
         connected: Connected,
         registry: &mut Registry,
-        relay: relay::Config,
+        (relay, transport): (relay::Config, Transport),
     ) -> anyhow::Result<Self> {
         let key = libp2p_keypair(keypair);
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_quic()
-            .with_behaviour(|key| Behaviour {
-                identify: identify::Behaviour::new(
-                    identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                        .with_agent_version(format!(
-                            "raclette-tracker/{}",
-                            env!("CARGO_PKG_VERSION")
-                        )),
-                ),
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(15)),
-                ),
-                rendezvous: rendezvous::server::Behaviour::new(
-                    rendezvous::server::Config::default().with_min_ttl(MIN_RENDEZVOUS_TTL_SECS),
-                ),
-                directory: request_response::Behaviour::with_codec(
-                    LimitedBytes {
-                        max_request: DirectoryRequest::MAX_BYTES,
-                        max_response: DirectoryResponse::MAX_BYTES,
-                    },
-                    [(StreamProtocol::new(wire::DIRECTORY_PROTOCOL), ProtocolSupport::Inbound)],
-                    request_response::Config::default(),
-                ),
-                directory_push: request_response::Behaviour::with_codec(
-                    LimitedBytes {
-                        max_request: DirectoryPush::MAX_BYTES,
-                        max_response: wire::DirectoryPushAck::MAX_BYTES,
-                    },
-                    [(
-                        StreamProtocol::new(wire::DIRECTORY_PUSH_PROTOCOL),
-                        ProtocolSupport::Outbound,
-                    )],
-                    request_response::Config::default(),
-                ),
-                relay: relay::Behaviour::new(key.public().to_peer_id(), relay),
-                autonat: autonat::Behaviour::new(
-                    key.public().to_peer_id(),
-                    autonat::Config { only_global_ips: false, ..autonat::Config::default() },
-                ),
-            })?
-            .with_swarm_config(|config| {
-                config.with_idle_connection_timeout(Duration::from_secs(3600))
-            })
-            .build();
+        let behaviour = |key: &libp2p::identity::Keypair| tracker_behaviour(key, relay);
+        let idle = |config: libp2p::swarm::Config| {
+            config.with_idle_connection_timeout(Duration::from_secs(3600))
+        };
+        let mut swarm = match transport {
+            Transport::Os => libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )?
+                .with_quic()
+                .with_behaviour(behaviour)?
+                .with_swarm_config(idle)
+                .build(),
+            Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_other_transport(|key| {
+                    use libp2p::Transport as _;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                        libp2p::core::transport::MemoryTransport::default()
+                            .upgrade(libp2p::core::upgrade::Version::V1)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default()),
+                    )
+                })?
+                .with_behaviour(behaviour)?
+                .with_swarm_config(idle)
+                .build(),
+        };
         for address in listen {
             swarm.listen_on(address.clone())?;
         }
@@ -470,6 +451,41 @@ impl Tracker {
                 .directory_push
                 .send_request(&target, Frame::Bytes(bytes.clone()));
         }
+    }
+}
+
+/// What a tracker speaks, over whichever transport.
+fn tracker_behaviour(key: &libp2p::identity::Keypair, relay: relay::Config) -> Behaviour {
+    Behaviour {
+        identify: identify::Behaviour::new(
+            identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                .with_agent_version(format!("raclette-tracker/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
+        rendezvous: rendezvous::server::Behaviour::new(
+            rendezvous::server::Config::default().with_min_ttl(MIN_RENDEZVOUS_TTL_SECS),
+        ),
+        directory: request_response::Behaviour::with_codec(
+            LimitedBytes {
+                max_request: DirectoryRequest::MAX_BYTES,
+                max_response: DirectoryResponse::MAX_BYTES,
+            },
+            [(StreamProtocol::new(wire::DIRECTORY_PROTOCOL), ProtocolSupport::Inbound)],
+            request_response::Config::default(),
+        ),
+        directory_push: request_response::Behaviour::with_codec(
+            LimitedBytes {
+                max_request: DirectoryPush::MAX_BYTES,
+                max_response: wire::DirectoryPushAck::MAX_BYTES,
+            },
+            [(StreamProtocol::new(wire::DIRECTORY_PUSH_PROTOCOL), ProtocolSupport::Outbound)],
+            request_response::Config::default(),
+        ),
+        relay: relay::Behaviour::new(key.public().to_peer_id(), relay),
+        autonat: autonat::Behaviour::new(
+            key.public().to_peer_id(),
+            autonat::Config { only_global_ips: false, ..autonat::Config::default() },
+        ),
     }
 }
 

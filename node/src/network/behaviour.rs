@@ -137,85 +137,116 @@ fn gossipsub(
     Ok(behaviour)
 }
 
-/// The swarm: TCP (Noise, Yamux), QUIC, DNS, circuit relay client, and the behaviours.
+/// The swarm: TCP (Noise, Yamux), QUIC, DNS, circuit relay client, and the behaviours;
+/// or, for simulations, libp2p's in-process memory transport in place of TCP, QUIC and
+/// DNS.
 pub fn build_swarm(
     config: &NetworkConfig,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, String> {
     let key = libp2p_keypair(&config.keypair);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|error| error.to_string())?
-        .with_quic()
-        .with_dns()
-        .map_err(|error| error.to_string())?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|error| error.to_string())?
-        .with_behaviour(
-            |key, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                let peer = key.public().to_peer_id();
-                Ok(Behaviour {
-                    limits: super::limits::connection_limits(),
-                    inbound_per_ip: super::limits::InboundPerIp::default(),
-                    blocked: allow_block_list::Behaviour::default(),
-                    identify: identify::Behaviour::new(
-                        identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                            .with_agent_version(format!(
-                                "raclette-node/{}",
-                                env!("CARGO_PKG_VERSION")
-                            ))
-                            .with_push_listen_addr_updates(true),
-                    ),
-                    ping: ping::Behaviour::new(
-                        ping::Config::new().with_interval(Duration::from_secs(15)),
-                    ),
-                    gossipsub: gossipsub(key, &config.network, registry)?,
-                    direct: request_response(
-                        wire::DIRECT_PROTOCOL,
-                        ProtocolSupport::Full,
-                        LimitedBytes {
-                            max_request: wire::DirectRequest::MAX_BYTES,
-                            max_response: wire::DirectResponse::MAX_BYTES,
-                        },
-                        REQUEST_TIMEOUT,
-                    ),
-                    sync: request_response(
-                        wire::SYNC_PROTOCOL,
-                        ProtocolSupport::Full,
-                        LimitedBytes {
-                            max_request: wire::SyncRequest::MAX_BYTES,
-                            max_response: wire::SyncResponse::MAX_BYTES,
-                        },
-                        SYNC_TIMEOUT,
-                    ),
-                    directory: request_response(
-                        wire::DIRECTORY_PROTOCOL,
-                        ProtocolSupport::Outbound,
-                        LimitedBytes {
-                            max_request: wire::DirectoryRequest::MAX_BYTES,
-                            max_response: wire::DirectoryResponse::MAX_BYTES,
-                        },
-                        REQUEST_TIMEOUT,
-                    ),
-                    directory_push: request_response(
-                        wire::DIRECTORY_PUSH_PROTOCOL,
-                        ProtocolSupport::Inbound,
-                        LimitedBytes {
-                            max_request: wire::DirectoryPush::MAX_BYTES,
-                            max_response: wire::DirectoryPushAck::MAX_BYTES,
-                        },
-                        REQUEST_TIMEOUT,
-                    ),
-                    rendezvous: rendezvous::client::Behaviour::new(key.clone()),
-                    relay_client,
-                    dcutr: dcutr::Behaviour::new(peer),
-                    autonat: autonat::Behaviour::new(peer, autonat_config()),
-                })
-            },
-        )
-        .map_err(|error| error.to_string())?
-        .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+    let network = config.network;
+    let behaviour = |key: &libp2p::identity::Keypair, relay_client| {
+        node_behaviour(key, relay_client, &network, registry)
+    };
+    let swarm = match config.transport {
+        super::Transport::Os => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|error| error.to_string())?
+            .with_quic()
+            .with_dns()
+            .map_err(|error| error.to_string())?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|error| error.to_string())?
+            .with_behaviour(behaviour)
+            .map_err(|error| error.to_string())?
+            .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+        super::Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| {
+                use libp2p::Transport as _;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    libp2p::core::transport::MemoryTransport::default()
+                        .upgrade(libp2p::core::upgrade::Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|error| error.to_string())?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|error| error.to_string())?
+            .with_behaviour(behaviour)
+            .map_err(|error| error.to_string())?
+            .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build(),
+    };
     Ok(swarm)
+}
+
+/// Everything a node speaks, over whichever transport.
+fn node_behaviour(
+    key: &libp2p::identity::Keypair,
+    relay_client: relay::client::Behaviour,
+    network: &raclette_protocol::NetworkId,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer = key.public().to_peer_id();
+    Ok(Behaviour {
+        limits: super::limits::connection_limits(),
+        inbound_per_ip: super::limits::InboundPerIp::default(),
+        blocked: allow_block_list::Behaviour::default(),
+        identify: identify::Behaviour::new(
+            identify::Config::new(wire::IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                .with_agent_version(format!("raclette-node/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
+        gossipsub: gossipsub(key, network, registry)?,
+        direct: request_response(
+            wire::DIRECT_PROTOCOL,
+            ProtocolSupport::Full,
+            LimitedBytes {
+                max_request: wire::DirectRequest::MAX_BYTES,
+                max_response: wire::DirectResponse::MAX_BYTES,
+            },
+            REQUEST_TIMEOUT,
+        ),
+        sync: request_response(
+            wire::SYNC_PROTOCOL,
+            ProtocolSupport::Full,
+            LimitedBytes {
+                max_request: wire::SyncRequest::MAX_BYTES,
+                max_response: wire::SyncResponse::MAX_BYTES,
+            },
+            SYNC_TIMEOUT,
+        ),
+        directory: request_response(
+            wire::DIRECTORY_PROTOCOL,
+            ProtocolSupport::Outbound,
+            LimitedBytes {
+                max_request: wire::DirectoryRequest::MAX_BYTES,
+                max_response: wire::DirectoryResponse::MAX_BYTES,
+            },
+            REQUEST_TIMEOUT,
+        ),
+        directory_push: request_response(
+            wire::DIRECTORY_PUSH_PROTOCOL,
+            ProtocolSupport::Inbound,
+            LimitedBytes {
+                max_request: wire::DirectoryPush::MAX_BYTES,
+                max_response: wire::DirectoryPushAck::MAX_BYTES,
+            },
+            REQUEST_TIMEOUT,
+        ),
+        rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+        relay_client,
+        dcutr: dcutr::Behaviour::new(peer),
+        autonat: autonat::Behaviour::new(peer, autonat_config()),
+    })
 }

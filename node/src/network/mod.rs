@@ -65,6 +65,19 @@ pub struct NetworkConfig {
     /// Addresses others can reach this node at that it cannot discover itself (a
     /// forwarded port).
     pub external: Vec<Multiaddr>,
+    /// How it reaches others.
+    pub transport: Transport,
+}
+
+/// How a node's swarm reaches others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP and QUIC, with DNS: the real thing.
+    #[default]
+    Os,
+    /// libp2p's in-process memory transport (`/memory/N` addresses): many nodes in one
+    /// process, for simulations.
+    Memory,
 }
 
 /// The request-response protocols a node starts.

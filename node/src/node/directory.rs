@@ -503,7 +503,7 @@ fn addresses_of(card: &PeerCard) -> Vec<Multiaddr> {
         .collect()
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     /// Keeps [`OUTBOUND_TARGET`] outbound peers (works with no tracker at all): while
     /// fewer are connected or being dialled, dials known peers that are not connected and
     /// whose backoff has passed, in random order, each time from the address group least

@@ -14,6 +14,7 @@ use super::{Internal, LostBlock, MineView, MinedBlock, Node, Notice, UserError, 
 use crate::chain::{ImportError, Placement};
 use crate::miner::{assemble_block, solve};
 use crate::network::Topic;
+use crate::store::Store;
 
 /// A `mine N` in progress.
 pub(super) struct MiningSession {
@@ -47,7 +48,7 @@ impl MiningSession {
     }
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     pub(super) fn start_mining(
         &mut self,
         blocks: u32,

@@ -156,11 +156,11 @@ pub enum StartError {
 }
 
 /// The node task.
-pub struct Node {
+pub struct Node<S: Store> {
     config: NodeConfig,
     keypair: Keypair,
     peer_id: PeerId,
-    chain: Chain<LmdbStore>,
+    chain: Chain<S>,
     mempool: Mempool,
     client: Client,
     internal: mpsc::Sender<Internal>,
@@ -205,8 +205,20 @@ pub fn start(
     config: NodeConfig,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<NodeExit>), StartError> {
     let keypair = crate::network::identity::load_or_create(&config.data_dir.join("node.key"))?;
-    let peer_id = crate::network::identity::peer_id_of(&keypair.public());
     let store = LmdbStore::open(&config.data_dir.join("store"))?;
+    start_with(config, keypair, store, network::Transport::Os)
+}
+
+/// Starts a node on a given key, store and transport: what [`start`] does after opening
+/// the key file and LMDB. Simulations run many nodes in one process this way, each with
+/// a [`MemoryStore`](crate::store::MemoryStore) on the memory transport.
+pub fn start_with<S: Store>(
+    config: NodeConfig,
+    keypair: Keypair,
+    store: S,
+    transport: network::Transport,
+) -> Result<(NodeHandle, tokio::task::JoinHandle<NodeExit>), StartError> {
+    let peer_id = crate::network::identity::peer_id_of(&keypair.public());
     let chain = Chain::open(store, config.params.clone(), Some(keypair.public()))?;
     let mempool = Mempool::load(chain.network(), &chain.store().reader()?)?
         .with_min_fee(config.min_relay_fee);
@@ -226,6 +238,7 @@ pub fn start(
         listen: config.listen.clone(),
         trackers: config.trackers.clone(),
         external: config.external.clone(),
+        transport,
     };
     let (client, events, event_loop) = network::new(network_config, &mut registry)?;
     tokio::spawn(event_loop.run());
@@ -276,7 +289,7 @@ pub fn start(
     Ok((NodeHandle { requests, notices, peer_id, registry: Arc::new(registry) }, task))
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
@@ -884,7 +897,7 @@ impl Node {
     }
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     /// A transaction as the API shows it; the text only for its sender and receiver.
     fn tx_view(&self, tx: &Transaction) -> TxView {
         let own = self.keypair.public();

@@ -19,6 +19,7 @@ use super::{Internal, Node, Notice, now_ms};
 use crate::chain::validate::{BlockError, check_commitment};
 use crate::chain::{HeaderChainError, ImportError};
 use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
+use crate::store::Store;
 
 /// Block requests in flight per peer.
 const REQUESTS_PER_PEER: usize = 2;
@@ -253,7 +254,7 @@ impl Download {
     }
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     fn sync_request(&self, peer: PeerId, sent: SentRequest, message: SyncRequest) {
         let client = self.client.clone();
         let internal = self.internal.clone();

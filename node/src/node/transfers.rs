@@ -27,7 +27,7 @@ pub struct OutboxRecord {
     pub transfer: Transfer,
 }
 
-impl Node {
+impl<S: Store> Node<S> {
     /// `send NAME AMOUNT MESSAGE`: checks, encrypts, signs, keeps it pending here, and
     /// sends it to the receiver.
     pub(super) async fn send_transfer(
@@ -178,7 +178,7 @@ impl Node {
     /// One small write transaction, committed at once.
     fn write(
         &self,
-        change: impl FnOnce(&mut crate::store::LmdbWriter<'_>) -> Result<(), crate::store::StoreError>,
+        change: impl FnOnce(&mut S::Writer<'_>) -> Result<(), crate::store::StoreError>,
     ) {
         let result = (|| {
             let mut writer = self.chain.store().writer()?;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use raclette_integration_tests::bench::Report;
+use raclette_integration_tests::bench::{Report, percentile};
 use raclette_integration_tests::harness::{
     NodeOptions, NodeProcess, RawPeer, TrackerProcess, network_file, test_params, wait_for,
 };
@@ -29,13 +29,6 @@ const LIVE_SECONDS: u64 = 15;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

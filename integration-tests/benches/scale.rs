@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use raclette_integration_tests::bench::bench_dir;
+use raclette_integration_tests::bench::{summary, write_json};
 use raclette_integration_tests::harness::{
     NodeOptions, NodeProcess, TrackerProcess, http_text, network_file, rss_mib, test_params,
     wait_for,
@@ -20,23 +20,6 @@ use raclette_node::network::MAX_CONNECTIONS;
 /// Blocks and transfers measured.
 const ROUNDS: usize = 5;
 const PATIENCE: Duration = Duration::from_secs(300);
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(mut values: Vec<u64>) -> serde_json::Value {
-    values.sort_unstable();
-    serde_json::json!({
-        "p50": percentile(&values, 0.5),
-        "p99": percentile(&values, 0.99),
-        "max": values.last().copied().unwrap_or(0),
-        "samples": values.len(),
-    })
-}
 
 fn mean_max(values: &[f64]) -> serde_json::Value {
     let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
@@ -158,12 +141,7 @@ fn main() {
     ] {
         println!("target {what}: {}", if met { "met" } else { "NOT met" });
     }
-    let dir_out = bench_dir();
-    let written = std::fs::create_dir_all(&dir_out)
-        .and_then(|()| std::fs::write(dir_out.join("scale.json"), format!("{report:#}\n")));
-    if let Err(error) = written {
-        eprintln!("could not write {}: {error}", dir_out.display());
-    }
+    write_json("scale", &report);
     drop(nodes);
     drop(tracker);
 }

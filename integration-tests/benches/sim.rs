@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raclette_integration_tests::bench::bench_dir;
+use raclette_integration_tests::bench::{summary, write_json};
 use raclette_integration_tests::harness::test_params;
 use raclette_node::network::{OUTBOUND_TARGET, Transport};
 use raclette_node::node::{self, NodeConfig, NodeHandle, Notice, Request, STATUS_POLL_EVERY};
@@ -26,23 +26,6 @@ use raclette_tracker::server::{Connected, Tracker};
 const ROUNDS: usize = 3;
 /// Guards against a network that never converges.
 const PATIENCE: Duration = Duration::from_secs(300);
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(mut values: Vec<u64>) -> serde_json::Value {
-    values.sort_unstable();
-    serde_json::json!({
-        "p50": percentile(&values, 0.5),
-        "p99": percentile(&values, 0.99),
-        "max": values.last().copied().unwrap_or(0),
-        "samples": values.len(),
-    })
-}
 
 fn key(i: usize) -> Keypair {
     let mut secret = [7u8; 32];
@@ -191,12 +174,7 @@ fn main() {
         });
         println!("{report:#}");
         println!("target all {n} converge: met");
-        let out = bench_dir();
-        let written = std::fs::create_dir_all(&out)
-            .and_then(|()| std::fs::write(out.join("sim.json"), format!("{report:#}\n")));
-        if let Err(error) = written {
-            eprintln!("could not write {}: {error}", out.display());
-        }
+        write_json("sim", &report);
     });
     // The nodes' tasks end with the runtime.
     drop(runtime);

@@ -48,13 +48,7 @@ impl Report {
             "ratio": self.ratio(),
             "target": self.target,
         });
-        let dir = bench_dir();
-        let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            std::fs::write(dir.join(format!("{}.json", self.name)), format!("{json:#}\n"))
-        });
-        if let Err(error) = written {
-            eprintln!("could not write {}: {error}", dir.display());
-        }
+        write_json(&self.name, &json);
     }
 }
 
@@ -65,6 +59,16 @@ fn significant(value: f64) -> String {
     }
     let digits = (3 - value.abs().log10().floor() as i32).max(0) as usize;
     format!("{value:.digits$}")
+}
+
+/// Writes `json` to `target/bench/NAME.json` (a failure is reported, not fatal).
+pub fn write_json(name: &str, json: &serde_json::Value) {
+    let dir = bench_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{name}.json")), format!("{json:#}\n")));
+    if let Err(error) = written {
+        eprintln!("could not write {}: {error}", dir.display());
+    }
 }
 
 /// `target/bench`, honouring `CARGO_TARGET_DIR`.
@@ -147,4 +151,23 @@ pub fn bare_verify_rate_of(blocks: &[raclette_protocol::Block], duration: Durati
 /// Cores available to this process.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The `p` quantile (0 to 1) of sorted values, nearest rank; 0 for none.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50, p99, max and the sample count of `values`, as JSON.
+pub fn summary(mut values: Vec<u64>) -> serde_json::Value {
+    values.sort_unstable();
+    serde_json::json!({
+        "p50": percentile(&values, 0.5),
+        "p99": percentile(&values, 0.99),
+        "max": values.last().copied().unwrap_or(0),
+        "samples": values.len(),
+    })
 }

@@ -138,15 +138,7 @@ impl Tracker {
                 .build(),
             Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
-                .with_other_transport(|key| {
-                    use libp2p::Transport as _;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                        libp2p::core::transport::MemoryTransport::default()
-                            .upgrade(libp2p::core::upgrade::Version::V1)
-                            .authenticate(noise::Config::new(key)?)
-                            .multiplex(yamux::Config::default()),
-                    )
-                })?
+                .with_other_transport(raclette_node::network::memory_transport)?
                 .with_behaviour(behaviour)?
                 .with_swarm_config(idle)
                 .build(),

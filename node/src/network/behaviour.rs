@@ -169,15 +169,7 @@ pub fn build_swarm(
             .build(),
         super::Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| {
-                use libp2p::Transport as _;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    libp2p::core::transport::MemoryTransport::default()
-                        .upgrade(libp2p::core::upgrade::Version::V1)
-                        .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default()),
-                )
-            })
+            .with_other_transport(memory_transport)
             .map_err(|error| error.to_string())?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|error| error.to_string())?
@@ -187,6 +179,23 @@ pub fn build_swarm(
             .build(),
     };
     Ok(swarm)
+}
+
+/// libp2p's in-process memory transport with Noise and Yamux, as TCP has them: many
+/// nodes (and a tracker) in one process.
+pub fn memory_transport(
+    key: &libp2p::identity::Keypair,
+) -> Result<
+    libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use libp2p::Transport as _;
+    Ok(libp2p::core::transport::MemoryTransport::default()
+        .upgrade(libp2p::core::upgrade::Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, libp2p::core::muxing::StreamMuxerBox::new(muxer)))
+        .boxed())
 }
 
 /// Everything a node speaks, over whichever transport.

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Kind;
+pub use behaviour::memory_transport;
 use behaviour::{Behaviour, BehaviourEvent};
 use codec::Frame;
 pub use limits::{MAX_CONNECTIONS, OUTBOUND_TARGET};

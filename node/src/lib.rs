@@ -1,6 +1,7 @@
 //! The Raclette node: chain state, storage, mempool, miner, network, REPL, API and CLI.
 
 pub mod api;
+pub mod backoff;
 pub mod chain;
 pub mod cli;
 pub mod demo;
@@ -13,4 +14,5 @@ pub mod rate;
 pub mod repl;
 pub mod run;
 pub mod store;
+pub mod sync;
 pub mod testkit;

@@ -489,8 +489,9 @@ fn print_status(status: &StatusView) {
         "up to date".into()
     };
     println!(
-        "peers      {}  {sync}  mempool {}  {}",
+        "peers      {} connected, {} known  {sync}  mempool {}  {}",
         status.peers,
+        status.known_peers,
         status.mempool,
         if status.mining { "mining" } else { "" }
     );

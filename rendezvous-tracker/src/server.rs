@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol as AddrProtocol;
@@ -34,6 +34,7 @@ use crate::addresses::AddressFile;
 use crate::directory::{CARD_EXPIRY, Directory, Registered};
 use crate::limits::{MAX_CARDS_PER_SOURCE, SourceLimits};
 use crate::networks::Networks;
+use crate::pushes::{Pushes, RETRY_AFTER};
 
 /// The shortest rendezvous registration the tracker accepts, so that a departed node
 /// disappears within minutes.
@@ -88,8 +89,10 @@ pub struct Tracker {
     swarm: Swarm<Behaviour>,
     directory: Arc<Directory<LmdbStore>>,
     connected: Connected,
-    /// The network each node registered a card for: who gets which pushes.
+    /// The network each node registered a card for.
     networks: HashMap<PeerId, NetworkId>,
+    /// The cards each connected node is still owed.
+    pushes: Pushes<request_response::OutboundRequestId>,
     /// Addresses given with `--external-address`: dialable, but never a listen event.
     external: Vec<Multiaddr>,
     /// Where the current addresses are written, one per line, for scripts.
@@ -154,6 +157,7 @@ impl Tracker {
             directory,
             connected,
             networks: HashMap::new(),
+            pushes: Pushes::default(),
             external: external.to_vec(),
             address_file: None,
             metrics: TrackerMetrics::register(registry),
@@ -201,10 +205,12 @@ impl Tracker {
             self.announce(address);
         }
         let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+        let mut retry = tokio::time::interval(RETRY_AFTER);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
                 _ = sweep.tick() => self.expire_cards(),
+                _ = retry.tick() => self.send_pushes(),
             }
         }
     }
@@ -217,6 +223,7 @@ impl Tracker {
             Ok(removed) => {
                 for card in removed {
                     info!(name = %card.name, key = %card.key, "card expired: its key was not seen for {} days", self.card_expiry.as_secs() / 86_400);
+                    self.pushes.removed(&card.key);
                     self.metrics.registration("expired");
                 }
             }
@@ -267,6 +274,7 @@ impl Tracker {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer_id);
                 self.sources.remove(&peer_id);
+                self.pushes.left(&peer_id);
                 // Its card's clock starts now: a node seen until now keeps its name.
                 if let (Some(network), Some(key)) =
                     (self.networks.remove(&peer_id), key_of(&peer_id))
@@ -307,9 +315,20 @@ impl Tracker {
                 warn!(%peer, %error, "refused a directory request");
             }
             SwarmEvent::Behaviour(BehaviourEvent::DirectoryPush(
-                request_response::Event::OutboundFailure { peer, error, .. },
+                request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Response { request_id, .. },
+                    ..
+                },
             )) => {
-                debug!(%peer, %error, "push not delivered");
+                self.pushes.delivered(&peer, &request_id);
+                self.send_pushes();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::DirectoryPush(
+                request_response::Event::OutboundFailure { peer, error, request_id, .. },
+            )) => {
+                debug!(%peer, %error, "push not delivered: sent again later");
+                self.pushes.failed(&peer, &request_id, Instant::now());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(
                 rendezvous::server::Event::PeerRegistered { peer, registration },
@@ -408,9 +427,11 @@ impl Tracker {
                     "accepted"
                 });
                 self.networks.insert(peer, card.network);
+                self.pushes.joined(peer, card.network);
                 if outcome != Registered::Unchanged {
                     info!(name = %card.name, %peer, ?outcome, "card accepted");
-                    self.push(peer, &card);
+                    self.pushes.accepted(card);
+                    self.send_pushes();
                 }
                 Ok(DirectoryResponse::Registered)
             }
@@ -427,21 +448,15 @@ impl Tracker {
         }
     }
 
-    /// Sends `card` to every connected node of its network but its owner.
-    fn push(&mut self, owner: PeerId, card: &PeerCard) {
-        let bytes = DirectoryPush { cards: vec![card.clone()] }.encode();
-        let targets: Vec<PeerId> = self
-            .networks
-            .iter()
-            .filter(|(p, n)| **p != owner && **n == card.network)
-            .map(|(p, _)| *p)
-            .collect();
-        for target in targets {
-            self.metrics.pushes.inc();
-            self.swarm
-                .behaviour_mut()
-                .directory_push
-                .send_request(&target, Frame::Bytes(bytes.clone()));
+    /// Pushes the cards accepted since to every connected node of their network that
+    /// has no push in flight (see [`Pushes`]).
+    fn send_pushes(&mut self) {
+        for (peer, cards, last) in self.pushes.due(Instant::now()) {
+            self.metrics.pushes.inc_by(cards.len() as u64);
+            let bytes = DirectoryPush { cards }.encode();
+            let id =
+                self.swarm.behaviour_mut().directory_push.send_request(&peer, Frame::Bytes(bytes));
+            self.pushes.sent(&peer, id, last);
         }
     }
 }

@@ -748,6 +748,11 @@ impl<S: Store> Chain<S> {
     ///
     /// Returns the index of the first header that breaks a rule, with the rule; a first
     /// header whose parent is not stored is `UnknownParent` at index 0.
+    ///
+    /// `headers[..from]` may also be a window of a longer branch whose start is not
+    /// stored, if it holds at least [`Chain::header_context_len`] headers: all the
+    /// context the rules need. That checks a branch longer than memory holds, page by
+    /// page.
     pub fn check_header_chain(
         &self,
         headers: &[raclette_protocol::BlockHeader],
@@ -756,16 +761,24 @@ impl<S: Store> Chain<S> {
     ) -> Result<Result<(), (usize, HeaderChainError)>, StoreError> {
         let Some(first) = headers.first() else { return Ok(Ok(())) };
         let reader = self.store.reader()?;
-        let Some(base) = reader.entry(&first.prev)? else {
+        let base = reader.entry(&first.prev)?;
+        if base.is_none() && from < self.header_context_len() {
             return Ok(Err((0, HeaderChainError::UnknownParent(first.prev))));
-        };
+        }
         let params = &self.rules.params;
-        let base_height = base.height();
+        let base_height = base.as_ref().map_or(first.height.saturating_sub(1), BlockEntry::height);
         // The header at `height` on this branch (at most the parent of the one checked).
+        // Below the window, only a stored base has it: with a window as long as the
+        // context, nothing is looked up there.
         let header_at = |height: u64| -> Result<raclette_protocol::BlockHeader, StoreError> {
-            match height.checked_sub(base_height + 1) {
-                Some(index) => Ok(headers[index as usize]),
-                None => Ok(ancestor(&reader, &base, height)?.header),
+            match (height.checked_sub(base_height + 1), &base) {
+                (Some(index), _) => headers.get(index as usize).copied().ok_or_else(|| {
+                    corrupt(format!("a header window lacks the context of height {height}"))
+                }),
+                (None, Some(base)) => Ok(ancestor(&reader, base, height)?.header),
+                (None, None) => {
+                    Err(corrupt(format!("a header window lacks the context of height {height}")))
+                }
             }
         };
         // Timestamps of the eleven blocks before `headers[from]`, oldest first.
@@ -775,8 +788,9 @@ impl<S: Store> Chain<S> {
             times.push_back(header_at(height)?.time_ms);
         }
         for (index, header) in headers.iter().enumerate().skip(from) {
-            let parent = match index {
-                0 => base.header,
+            let parent = match (index, &base) {
+                (0, Some(base)) => base.header,
+                (0, None) => return Ok(Err((0, HeaderChainError::UnknownParent(first.prev)))),
                 _ => headers[index - 1],
             };
             let height = parent.height + 1;
@@ -795,6 +809,12 @@ impl<S: Store> Chain<S> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// How many headers before the first one checked give [`Chain::check_header_chain`]
+    /// all the context it needs: a retarget window and the median-time span.
+    pub fn header_context_len(&self) -> usize {
+        (self.rules.params.retarget_interval as usize).max(MEDIAN_TIME_BLOCKS) + 1
     }
 
     /// What the next block on the tip must carry.

@@ -203,6 +203,17 @@ pub enum NetworkEvent {
     },
     /// A request to answer.
     Request(InboundRequest),
+    /// The answer to a request sent with [`Client::send_request`] (or why none came).
+    Answer {
+        /// The id it was sent with.
+        id: u64,
+        /// The peer asked.
+        peer: PeerId,
+        /// Its protocol.
+        protocol: Protocol,
+        /// The answer's bytes.
+        result: Result<Vec<u8>, RequestError>,
+    },
 }
 
 /// Why an outbound request got no answer.
@@ -223,51 +234,17 @@ pub enum RequestError {
 }
 
 enum Command {
-    Dial {
-        peer: Option<PeerId>,
-        addresses: Vec<Multiaddr>,
-    },
-    Request {
-        peer: PeerId,
-        protocol: Protocol,
-        bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, RequestError>>,
-    },
-    Respond {
-        token: ResponseToken,
-        bytes: Vec<u8>,
-    },
-    Publish {
-        topic: Topic,
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Validate {
-        message_id: MessageId,
-        source: PeerId,
-        acceptance: MessageAcceptance,
-    },
-    Penalize {
-        peer: PeerId,
-        penalty: Penalty,
-        reason: String,
-    },
-    Connections {
-        reply: oneshot::Sender<Vec<(PeerId, Link)>>,
-    },
-    Addresses {
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
-    Reachability {
-        reply: oneshot::Sender<&'static str>,
-    },
-    Disconnect {
-        peer: PeerId,
-    },
-    SetBlocked {
-        peer: PeerId,
-        blocked: bool,
-    },
+    Dial { peer: Option<PeerId>, addresses: Vec<Multiaddr> },
+    Request { peer: PeerId, protocol: Protocol, bytes: Vec<u8>, reply: Reply },
+    Respond { token: ResponseToken, bytes: Vec<u8> },
+    Publish { topic: Topic, data: Vec<u8>, reply: oneshot::Sender<Result<(), String>> },
+    Validate { message_id: MessageId, source: PeerId, acceptance: MessageAcceptance },
+    Penalize { peer: PeerId, penalty: Penalty, reason: String },
+    Connections { reply: oneshot::Sender<Vec<(PeerId, Link)>> },
+    Addresses { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Reachability { reply: oneshot::Sender<&'static str> },
+    Disconnect { peer: PeerId },
+    SetBlocked { peer: PeerId, blocked: bool },
 }
 
 /// The handle the rest of the node uses to act on the network.
@@ -305,8 +282,14 @@ impl Client {
         bytes: Vec<u8>,
     ) -> Result<Vec<u8>, RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Request { peer, protocol, bytes, reply }).await;
+        self.send(Command::Request { peer, protocol, bytes, reply: Reply::Wait(reply) }).await;
         answer.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Sends a request without waiting: its answer comes back as
+    /// [`NetworkEvent::Answer`] with `id`.
+    pub async fn send_request(&self, peer: PeerId, protocol: Protocol, bytes: Vec<u8>, id: u64) {
+        self.send(Command::Request { peer, protocol, bytes, reply: Reply::Event(id) }).await;
     }
 
     /// Answers an inbound request.
@@ -490,6 +473,7 @@ pub fn new(
         open_connections,
         scores: PeerScores::default(),
         last_discover: None,
+        discover_cookies: HashMap::new(),
         pending_disconnects: Vec::new(),
         listening: false,
         reservations: HashMap::new(),
@@ -516,7 +500,12 @@ struct Connection {
 }
 
 /// Where the answer to an outbound request goes.
-type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+enum Reply {
+    /// To a caller waiting on it.
+    Wait(oneshot::Sender<Result<Vec<u8>, RequestError>>),
+    /// To the node, as an event with this id.
+    Event(u64),
+}
 
 /// Owns the swarm; runs until every [`Client`] is dropped.
 pub struct EventLoop {
@@ -529,7 +518,7 @@ pub struct EventLoop {
     registered_at: HashMap<PeerId, Instant>,
     namespace: rendezvous::Namespace,
     /// Requests waiting for their answers, with when each was sent.
-    pending_requests: HashMap<(Protocol, OutboundRequestId), (ReplySender, Instant)>,
+    pending_requests: HashMap<(Protocol, OutboundRequestId), (PeerId, Reply, Instant)>,
     pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
     /// Inbound requests whose answers have not gone out yet, per peer.
     serving: Serving<InboundRequestId>,
@@ -539,6 +528,11 @@ pub struct EventLoop {
     open_connections: Gauge,
     scores: PeerScores,
     last_discover: Option<Instant>,
+    /// Each tracker's rendezvous cookie: a discovery returns only the registrations
+    /// since the last. Without it every node would fetch (and check the signature of)
+    /// every registration every [`DISCOVER_EVERY`]: at a thousand nodes, that alone
+    /// kept two cores busy.
+    discover_cookies: HashMap<PeerId, rendezvous::Cookie>,
     /// Banned peers to block (which closes their connections) once their last answers
     /// have gone out.
     pending_disconnects: Vec<(PeerId, Instant)>,
@@ -574,6 +568,24 @@ impl EventLoop {
     async fn emit(&mut self, event: NetworkEvent) {
         // The node stops reading only at shutdown.
         let _ = self.events.send(event).await;
+    }
+
+    /// Delivers the outcome of an outbound request where it was asked for.
+    async fn reply(
+        &mut self,
+        peer: PeerId,
+        protocol: Protocol,
+        reply: Reply,
+        result: Result<Vec<u8>, RequestError>,
+    ) {
+        match reply {
+            Reply::Wait(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Event(id) => {
+                self.emit(NetworkEvent::Answer { id, peer, protocol, result }).await
+            }
+        }
     }
 
     fn is_tracker(&self, peer: &PeerId) -> bool {
@@ -629,14 +641,20 @@ impl EventLoop {
             let connected: Vec<PeerId> =
                 self.trackers.keys().filter(|p| self.swarm.is_connected(p)).copied().collect();
             for tracker in connected {
-                self.swarm.behaviour_mut().rendezvous.discover(
-                    Some(self.namespace.clone()),
-                    None,
-                    None,
-                    tracker,
-                );
+                self.discover(tracker);
             }
         }
+    }
+
+    /// Asks `tracker` for the registrations in our namespace since the last discovery.
+    fn discover(&mut self, tracker: PeerId) {
+        let cookie = self.discover_cookies.get(&tracker).cloned();
+        self.swarm.behaviour_mut().rendezvous.discover(
+            Some(self.namespace.clone()),
+            cookie,
+            None,
+            tracker,
+        );
     }
 
     /// Keeps a relay reservation at `tracker`, so that peers behind other NATs can reach
@@ -721,7 +739,7 @@ impl EventLoop {
                         behaviour.directory.send_request(&peer, Frame::Bytes(bytes))
                     }
                 };
-                self.pending_requests.insert((protocol, id), (reply, Instant::now()));
+                self.pending_requests.insert((protocol, id), (peer, reply, Instant::now()));
             }
             Command::Respond { token, bytes } => {
                 let Some((protocol, channel)) = self.pending_responses.remove(&token) else {
@@ -862,12 +880,7 @@ impl EventLoop {
                     if first {
                         info!(tracker = %peer_id, "connected to tracker");
                         self.register_rendezvous(peer_id);
-                        self.swarm.behaviour_mut().rendezvous.discover(
-                            Some(self.namespace.clone()),
-                            None,
-                            None,
-                            peer_id,
-                        );
+                        self.discover(peer_id);
                         self.emit(NetworkEvent::TrackerConnected(peer_id)).await;
                     }
                 } else {
@@ -1007,10 +1020,21 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Rendezvous(rendezvous::client::Event::Discovered {
-                registrations,
+            BehaviourEvent::Rendezvous(rendezvous::client::Event::DiscoverFailed {
+                rendezvous_node,
+                error,
                 ..
             }) => {
+                // A tracker that restarted no longer knows our cookie: start afresh.
+                debug!(tracker = %rendezvous_node, ?error, "rendezvous discovery failed");
+                self.discover_cookies.remove(&rendezvous_node);
+            }
+            BehaviourEvent::Rendezvous(rendezvous::client::Event::Discovered {
+                registrations,
+                cookie,
+                rendezvous_node,
+            }) => {
+                self.discover_cookies.insert(rendezvous_node, cookie);
                 let local = *self.swarm.local_peer_id();
                 for registration in registrations {
                     let peer = registration.record.peer_id();
@@ -1083,13 +1107,13 @@ impl EventLoop {
                     .await;
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some((reply, sent)) =
+                    if let Some((peer, reply, sent)) =
                         self.pending_requests.remove(&(outbound, request_id))
                     {
                         self.request_seconds
                             .get_or_create(&Kind { kind: outbound.as_str() })
                             .observe(sent.elapsed().as_secs_f64());
-                        let _ = reply.send(Ok(response));
+                        self.reply(peer, outbound, reply, Ok(response)).await;
                     }
                 }
             },
@@ -1101,8 +1125,10 @@ impl EventLoop {
                     request_response::OutboundFailure::Timeout => RequestError::Timeout,
                     other => RequestError::Failed(other.to_string()),
                 };
-                if let Some((reply, _)) = self.pending_requests.remove(&(outbound, request_id)) {
-                    let _ = reply.send(Err(error));
+                if let Some((peer, reply, _)) =
+                    self.pending_requests.remove(&(outbound, request_id))
+                {
+                    self.reply(peer, outbound, reply, Err(error)).await;
                 }
             }
             request_response::Event::InboundFailure { peer, request_id, error, .. } => {

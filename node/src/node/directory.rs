@@ -16,8 +16,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::backoff::Backoff;
 use super::{Internal, Node, NodeExit, Notice, PeerView, now_ms};
+use crate::backoff::Backoff;
 use crate::network::OUTBOUND_TARGET;
 use crate::network::identity::{key_of, peer_id_of};
 use crate::network::{InboundRequest, Link, Penalty, Protocol, RequestError};
@@ -53,7 +53,7 @@ pub(super) struct DirectoryBook {
     /// Addresses changed since the last registration.
     stale_registration: bool,
     /// When each known peer that is not connected may be dialled again.
-    redials: Backoff,
+    redials: Backoff<PeerId>,
     /// Dials allowed now: a card listing must not make the node open hundreds of
     /// connections in one go.
     dials: TokenBuckets<()>,
@@ -71,6 +71,21 @@ pub(super) struct DirectoryBook {
     settling: bool,
     /// The names bound while settling.
     bound_while_settling: HashSet<String>,
+    /// What dialling each known peer takes, worked out once per card: parsing its
+    /// addresses and deriving its PeerId cost far more than the pass over the directory
+    /// that looks for peers to dial, which runs at every change.
+    dial_info: HashMap<PublicKey, DialInfo>,
+}
+
+/// A known peer, ready to dial.
+#[derive(Debug, Clone)]
+struct DialInfo {
+    /// The card it was worked out from.
+    seq: u64,
+    peer: PeerId,
+    addresses: Vec<Multiaddr>,
+    /// Its [`address_group`].
+    group: String,
 }
 
 /// Other keys that claim a name.
@@ -123,6 +138,8 @@ const REDIAL_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 pub const DIAL_BURST: u32 = 32;
 /// See [`DIAL_BURST`].
 pub const DIAL_REFILL: Duration = Duration::from_millis(250);
+/// How many times a failed directory request is sent again.
+const TRACKER_RETRIES: u32 = 3;
 /// A dial not answered within this no longer holds an outbound slot.
 const DIAL_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -150,6 +167,7 @@ impl DirectoryBook {
             conflicts: HashMap::new(),
             settling: true,
             bound_while_settling: HashSet::new(),
+            dial_info: HashMap::new(),
         };
         for entry in reader.values::<DirectoryEntry>(Table::Directory)? {
             let name = entry.card.name.key();
@@ -395,6 +413,30 @@ impl DirectoryBook {
         self.cards().find(|card| card.key == *key).map(addresses_of).unwrap_or_default()
     }
 
+    /// How many peers it lists.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Brings [`DirectoryBook::dial_info`] up to date with the cards.
+    fn refresh_dial_info(&mut self) {
+        let cache = &mut self.dial_info;
+        cache.retain(|key, _| self.by_key.contains_key(key));
+        for entry in self.entries.values() {
+            let card = &entry.card;
+            if cache.get(&card.key).is_none_or(|info| info.seq != card.seq) {
+                let addresses = addresses_of(card);
+                let info = DialInfo {
+                    seq: card.seq,
+                    peer: peer_id_of(&card.key),
+                    group: address_group(&addresses),
+                    addresses,
+                };
+                cache.insert(card.key, info);
+            }
+        }
+    }
+
     /// Every card, for dialling.
     pub(super) fn cards(&self) -> impl Iterator<Item = &PeerCard> {
         self.entries.values().map(|entry| &entry.card)
@@ -503,6 +545,30 @@ fn addresses_of(card: &PeerCard) -> Vec<Multiaddr> {
         .collect()
 }
 
+/// Sends a directory request to a tracker; one that times out or fails on a live
+/// connection is sent again, [`TRACKER_RETRIES`] times at most, waiting a second, then
+/// two, then four: a busy tracker (a thousand nodes joining at once) must not leave a
+/// node unregistered or with half a listing until it reconnects.
+async fn ask_tracker(
+    client: &crate::network::Client,
+    tracker: PeerId,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, RequestError> {
+    let mut wait = Duration::from_secs(1);
+    let mut tries = 0;
+    loop {
+        let result = client.request(tracker, Protocol::Directory, bytes.clone()).await;
+        match result {
+            Err(RequestError::Timeout | RequestError::Failed(_)) if tries < TRACKER_RETRIES => {
+                tries += 1;
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            result => return result,
+        }
+    }
+}
+
 impl<S: Store> Node<S> {
     /// Keeps [`OUTBOUND_TARGET`] outbound peers (works with no tracker at all): while
     /// fewer are connected or being dialled, dials known peers that are not connected and
@@ -519,17 +585,17 @@ impl<S: Store> Node<S> {
         }
         let mut used: HashMap<String, usize> = HashMap::new();
         let mut candidates = Vec::new();
-        for card in self.directory.cards() {
-            let peer = peer_id_of(&card.key);
-            let addresses = addresses_of(card);
+        self.directory.refresh_dial_info();
+        for info in self.directory.dial_info.values() {
+            let peer = info.peer;
             if self.outbound.contains(&peer) {
-                *used.entry(address_group(&addresses)).or_default() += 1;
+                *used.entry(info.group.clone()).or_default() += 1;
             } else if !self.connected.contains_key(&peer)
                 && !self.directory.dialing.contains_key(&peer)
-                && !addresses.is_empty()
+                && !info.addresses.is_empty()
                 && self.directory.redials.due(&peer, now)
             {
-                candidates.push((peer, address_group(&addresses), addresses));
+                candidates.push((peer, info.group.clone(), info.addresses.clone()));
             }
         }
         candidates.shuffle(&mut rand::thread_rng());
@@ -564,9 +630,8 @@ impl<S: Store> Node<S> {
         tokio::spawn(async move {
             let addresses = card_addresses(client.addresses().await);
             let card = PeerCard::sign(&keypair, network, name, addresses, seq);
-            let result = client
-                .request(tracker, Protocol::Directory, DirectoryRequest::Register(card).encode())
-                .await;
+            let result =
+                ask_tracker(&client, tracker, DirectoryRequest::Register(card).encode()).await;
             let _ = internal
                 .send(Internal::DirectoryAnswer { tracker, request: SentRequest::Register, result })
                 .await;
@@ -577,7 +642,7 @@ impl<S: Store> Node<S> {
         let client = self.client.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
-            let result = client.request(tracker, Protocol::Directory, message.encode()).await;
+            let result = ask_tracker(&client, tracker, message.encode()).await;
             let _ = internal.send(Internal::DirectoryAnswer { tracker, request, result }).await;
         });
     }

@@ -85,7 +85,7 @@ impl<S: Store> Node<S> {
             }
             return;
         }
-        if self.sync.is_active() {
+        if self.sync.is_downloading() {
             info!("behind the network: mining waits until caught up");
             return;
         }

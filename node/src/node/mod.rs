@@ -5,7 +5,6 @@
 //! in flight, the nonce search). Work that waits on the network runs in spawned tasks
 //! that post their result back here, so this loop never blocks on a peer.
 
-mod backoff;
 mod directory;
 mod mining;
 mod sync;
@@ -30,12 +29,11 @@ use crate::chain::{Chain, ForkDepth, ImportError, Placement, TipChange};
 use crate::mempool::Mempool;
 use crate::metrics::{LinkLabel, NodeMetrics, SharedRegistry};
 use crate::network::{
-    self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Topic,
+    self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Protocol, Topic,
 };
 use crate::store::{InboxRecord, LmdbStore, Store, StoreError, StoreRead, Table};
 use directory::DirectoryBook;
 use mining::MiningSession;
-use sync::SyncState;
 pub use views::*;
 
 /// Capacity of the request channel from the REPL and the API.
@@ -91,12 +89,6 @@ enum Internal {
         to_name: String,
         result: Result<Vec<u8>, network::RequestError>,
         reply: Option<oneshot::Sender<Result<SendView, UserError>>>,
-    },
-    /// A sync request finished.
-    SyncAnswer {
-        peer: PeerId,
-        request: sync::SentRequest,
-        result: Result<Vec<u8>, network::RequestError>,
     },
     /// A directory request finished.
     DirectoryAnswer {
@@ -172,7 +164,7 @@ pub struct Node<S: Store> {
     /// [`OUTBOUND_TARGET`](crate::network::OUTBOUND_TARGET) of them.
     outbound: HashSet<PeerId>,
     trackers: HashMap<PeerId, bool>,
-    sync: SyncState,
+    sync: crate::sync::Sync<PeerId>,
     mining: Option<MiningSession>,
     next_job: u64,
     notified: HashSet<TxId>,
@@ -219,6 +211,7 @@ pub fn start_with<S: Store>(
     transport: network::Transport,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<NodeExit>), StartError> {
     let peer_id = crate::network::identity::peer_id_of(&keypair.public());
+    let sync = crate::sync::Sync::new(config.status_poll);
     let chain = Chain::open(store, config.params.clone(), Some(keypair.public()))?;
     let mempool = Mempool::load(chain.network(), &chain.store().reader()?)?
         .with_min_fee(config.min_relay_fee);
@@ -274,7 +267,7 @@ pub fn start_with<S: Store>(
         connected: HashMap::new(),
         outbound: HashSet::new(),
         trackers,
-        sync: SyncState::default(),
+        sync,
         mining: None,
         next_job: 0,
         notified,
@@ -367,7 +360,7 @@ impl<S: Store> Node<S> {
 
     async fn tick(&mut self) {
         self.report_mining_rate();
-        self.sync_housekeeping().await;
+        self.drive_sync(crate::sync::Input::Tick).await;
         self.directory_housekeeping().await;
         if self.last_inbox_sweep.is_none_or(|at| at.elapsed() >= INBOX_SWEEP_EVERY) {
             self.last_inbox_sweep = Some(std::time::Instant::now());
@@ -407,7 +400,7 @@ impl<S: Store> Node<S> {
                 self.connected.remove(&peer);
                 self.outbound.remove(&peer);
                 self.directory.seen(&peer, now_ms());
-                self.sync.peer_gone(&peer);
+                self.drive_sync(crate::sync::Input::Disconnected(peer)).await;
             }
             NetworkEvent::TrackerConnected(tracker) => {
                 self.trackers.insert(tracker, true);
@@ -433,6 +426,11 @@ impl<S: Store> Node<S> {
                     }
                 }
             },
+            NetworkEvent::Answer { id, peer, protocol: Protocol::Sync, result } => {
+                self.on_sync_answer(peer, id, result).await;
+            }
+            // Only sync sends requests that are answered as events.
+            NetworkEvent::Answer { .. } => {}
             NetworkEvent::Request(request) if request.oversized.is_some() => {
                 self.refuse_oversized(request).await
             }
@@ -466,7 +464,7 @@ impl<S: Store> Node<S> {
     }
 
     async fn on_peer_connected(&mut self, peer: PeerId) {
-        self.request_status(peer).await;
+        self.drive_sync(crate::sync::Input::Connected(peer)).await;
         self.deliver_outbox_to(peer).await;
     }
 
@@ -474,9 +472,6 @@ impl<S: Store> Node<S> {
         match message {
             Internal::DirectAnswer { txid, to_name, result, reply } => {
                 self.on_direct_answer(txid, to_name, result, reply).await;
-            }
-            Internal::SyncAnswer { peer, request, result } => {
-                self.on_sync_answer(peer, request, result).await
             }
             Internal::DirectoryAnswer { tracker, request, result } => {
                 self.on_directory_answer(tracker, request, result).await;
@@ -538,7 +533,7 @@ impl<S: Store> Node<S> {
                     Placement::SideChain => (MessageAcceptance::Ignore, "side_chain"),
                     Placement::Orphan { missing } => {
                         info!(%source, height, %missing, "block with unknown parent: fetching its ancestors");
-                        self.sync_from(source).await;
+                        self.drive_sync(crate::sync::Input::Orphan(source)).await;
                         (MessageAcceptance::Ignore, "orphan")
                     }
                     Placement::AlreadyKnown => (MessageAcceptance::Ignore, "known"),
@@ -570,14 +565,15 @@ impl<S: Store> Node<S> {
 
     /// Follows a move of the best chain: mempool, inbox notices, the miner, the user.
     async fn on_tip_change(&mut self, change: TipChange) {
-        let reader = match self.chain.store().reader() {
-            Ok(reader) => reader,
-            Err(error) => self.fatal(error),
-        };
-        if let Err(error) = self.mempool.apply_tip_change(&change, &reader, now_ms()) {
-            self.fatal(error);
+        {
+            let reader = match self.chain.store().reader() {
+                Ok(reader) => reader,
+                Err(error) => self.fatal(error),
+            };
+            if let Err(error) = self.mempool.apply_tip_change(&change, &reader, now_ms()) {
+                self.fatal(error);
+            }
         }
-        drop(reader);
         if change.is_reorg() {
             info!(
                 disconnected = change.disconnected.len(),
@@ -592,7 +588,7 @@ impl<S: Store> Node<S> {
         let own = self.keypair.public();
         for block in &change.connected {
             let miner = block.coinbase().map(|c| c.to);
-            if miner != Some(own) && !self.sync.is_active() {
+            if miner != Some(own) && !self.sync.is_downloading() {
                 let name = miner.map_or_else(|| "someone".into(), |key| self.name_of(&key));
                 self.notify(Notice::BlockFromPeer { miner: name, height: block.header.height });
             }
@@ -606,9 +602,7 @@ impl<S: Store> Node<S> {
         }
         if let Some(tip) = change.connected.last() {
             self.notify(Notice::Tip { height: tip.header.height, hash: tip.hash() });
-            if !self.sync.is_active() {
-                self.announce_tip();
-            }
+            Box::pin(self.drive_sync(crate::sync::Input::TipChanged)).await;
         }
         self.mining_on_tip_change();
     }
@@ -750,6 +744,7 @@ impl<S: Store> Node<S> {
             work: tip.work.to_string(),
             difficulty: target.difficulty(self.chain.params().pow_limit()),
             peers: self.connected.len(),
+            known_peers: self.directory.len(),
             syncing: self.sync.is_active(),
             best_known_height: self.sync.best_known_height().max(tip.height()),
             trackers: self

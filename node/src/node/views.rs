@@ -128,6 +128,8 @@ pub struct StatusView {
     pub difficulty: f64,
     /// Connected peers.
     pub peers: usize,
+    /// Peers in this node's copy of the directory, connected or not.
+    pub known_peers: usize,
     /// Whether the node is catching up.
     pub syncing: bool,
     /// The best height a peer announced.

@@ -2,39 +2,39 @@
 //! peer that is offline, catching up from a peer whose last attempt led nowhere.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
-
-use libp2p::PeerId;
 
 /// When each peer may be tried again: after `first`, doubling with each further failure
 /// up to `cap`; a success starts its schedule afresh.
 #[derive(Debug)]
-pub(super) struct Backoff {
+pub struct Backoff<P> {
     first: Duration,
     cap: Duration,
     /// Failed tries so far and when the next one may start, per peer.
-    schedule: HashMap<PeerId, (u32, Instant)>,
+    schedule: HashMap<P, (u32, Instant)>,
 }
 
-impl Backoff {
-    pub(super) fn new(first: Duration, cap: Duration) -> Self {
+impl<P: Hash + Eq> Backoff<P> {
+    /// Waits `first` after the first failure, doubling up to `cap`.
+    pub fn new(first: Duration, cap: Duration) -> Self {
         Self { first, cap, schedule: HashMap::new() }
     }
 
     /// Whether `peer` may be tried at `now`.
-    pub(super) fn due(&self, peer: &PeerId, now: Instant) -> bool {
+    pub fn due(&self, peer: &P, now: Instant) -> bool {
         self.schedule.get(peer).is_none_or(|(_, next)| now >= *next)
     }
 
     /// A try of `peer` started (or failed) at `now`: the next waits longer.
-    pub(super) fn tried(&mut self, peer: PeerId, now: Instant) {
+    pub fn tried(&mut self, peer: P, now: Instant) {
         let tries = self.schedule.get(&peer).map_or(0, |(tries, _)| *tries);
         let wait = self.first.saturating_mul(1 << tries.min(16)).min(self.cap);
         self.schedule.insert(peer, (tries + 1, now + wait));
     }
 
     /// `peer` succeeded: try it at once next time.
-    pub(super) fn forget(&mut self, peer: &PeerId) {
+    pub fn forget(&mut self, peer: &P) {
         self.schedule.remove(peer);
     }
 }
@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn given_a_peer_that_keeps_failing_then_waits_double_to_the_cap_and_reset_on_success() {
-        let peer = PeerId::random();
+        let peer = 1u32;
         let mut backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(300));
         let start = Instant::now();
         assert!(backoff.due(&peer, start), "a peer never tried is due");
@@ -60,7 +60,7 @@ mod tests {
             at = next;
         }
         assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300, 300]);
-        assert!(backoff.due(&PeerId::random(), start), "other peers are not held back");
+        assert!(backoff.due(&2, start), "other peers are not held back");
         backoff.forget(&peer);
         assert!(backoff.due(&peer, start), "a success starts afresh");
     }

@@ -1,0 +1,167 @@
+//! The blocks phase of catching up: which block is asked of whom, what arrived, what is
+//! next to import.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::time::Instant;
+
+use raclette_protocol::wire::MAX_BLOCKS_PER_REQUEST;
+use raclette_protocol::{Block, BlockHash};
+
+/// Blocks are asked for only this far ahead of the next one to import, which bounds the
+/// blocks held (in flight or waiting for their turn) to this many.
+pub(super) const DOWNLOAD_WINDOW: usize = 16 * MAX_BLOCKS_PER_REQUEST;
+
+#[derive(Debug)]
+pub(super) struct Download<P> {
+    /// The attempt this download belongs to.
+    pub(super) attempt: u64,
+    /// Every block to get, in chain order.
+    pub(super) order: Vec<BlockHash>,
+    /// Each block's index in `order`.
+    position: HashMap<BlockHash, usize>,
+    /// Index in `order` of the next block to import.
+    pub(super) next: usize,
+    /// Not yet asked for.
+    pub(super) queue: VecDeque<BlockHash>,
+    /// Asked for, by whom, when.
+    pub(super) in_flight: HashMap<BlockHash, (P, Instant)>,
+    /// Arrived, waiting for their turn, with who sent them.
+    pub(super) received: HashMap<BlockHash, (Block, P)>,
+    /// Block requests waiting for an answer, per peer.
+    requests: HashMap<P, usize>,
+    /// Failed block requests, per peer.
+    pub(super) failures: HashMap<P, u32>,
+    /// Peers that cannot deliver (answered without blocks they were asked for, sent a
+    /// body that is not its header's, or failed too often): not asked again.
+    pub(super) unhelpful: HashSet<P>,
+    /// Height of the last header.
+    pub(super) target_height: u64,
+    /// The peer whose headers these are: it has every block.
+    pub(super) source: P,
+    /// When the last block was imported (or the download began).
+    pub(super) progress_at: Instant,
+    /// A batch handed to the node for import, not yet reported back.
+    pub(super) importing: Option<Vec<P>>,
+}
+
+impl<P: Copy + Eq + Hash> Download<P> {
+    pub(super) fn new(
+        attempt: u64,
+        order: Vec<BlockHash>,
+        target_height: u64,
+        source: P,
+        now: Instant,
+    ) -> Self {
+        Self {
+            attempt,
+            queue: order.iter().copied().collect(),
+            position: order.iter().enumerate().map(|(at, hash)| (*hash, at)).collect(),
+            order,
+            next: 0,
+            in_flight: HashMap::new(),
+            received: HashMap::new(),
+            requests: HashMap::new(),
+            failures: HashMap::new(),
+            unhelpful: HashSet::new(),
+            target_height,
+            source,
+            progress_at: now,
+            importing: None,
+        }
+    }
+
+    /// Whether `hash` is one of the blocks to get.
+    pub(super) fn holds(&self, hash: &BlockHash) -> bool {
+        self.position.contains_key(hash)
+    }
+
+    /// Puts whatever was in flight from `peer` back in the queue.
+    pub(super) fn requeue_from(&mut self, peer: &P) {
+        let lost: Vec<BlockHash> =
+            self.in_flight.iter().filter(|(_, (p, _))| p == peer).map(|(h, _)| *h).collect();
+        self.requeue(peer, &lost);
+    }
+
+    pub(super) fn requests_of(&self, peer: &P) -> usize {
+        self.requests.get(peer).copied().unwrap_or(0)
+    }
+
+    /// A block request to `peer` was sent.
+    pub(super) fn request_sent(&mut self, peer: P, page: &[BlockHash], now: Instant) {
+        for hash in page {
+            self.in_flight.insert(*hash, (peer, now));
+        }
+        *self.requests.entry(peer).or_default() += 1;
+    }
+
+    /// A block request to `peer` was answered or failed.
+    pub(super) fn request_ended(&mut self, peer: &P) {
+        if let Some(count) = self.requests.get_mut(peer) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Whether `hash` is still to be imported and has not arrived yet.
+    pub(super) fn wants(&self, hash: &BlockHash) -> bool {
+        self.position.get(hash).is_some_and(|at| *at >= self.next)
+            && !self.received.contains_key(hash)
+    }
+
+    /// Whether `hash` is in flight from `peer`.
+    fn asked_of(&self, hash: &BlockHash, peer: &P) -> bool {
+        self.in_flight.get(hash).is_some_and(|(owner, _)| owner == peer)
+    }
+
+    /// Puts `hashes` that were in flight from `peer` back at the front of the queue, in
+    /// order; returns whether there were any.
+    pub(super) fn requeue(&mut self, peer: &P, hashes: &[BlockHash]) -> bool {
+        let mut any = false;
+        for hash in hashes.iter().rev() {
+            if self.asked_of(hash, peer) {
+                self.in_flight.remove(hash);
+                self.queue.push_front(*hash);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The next page to ask for: up to a request's worth from the front of the queue,
+    /// within the window ahead of the next block to import.
+    pub(super) fn next_page(&mut self) -> Vec<BlockHash> {
+        let mut page = Vec::new();
+        while page.len() < MAX_BLOCKS_PER_REQUEST
+            && let Some(hash) = self.queue.front()
+            && self.position.get(hash).is_some_and(|at| *at < self.next + DOWNLOAD_WINDOW)
+        {
+            let hash = *hash;
+            self.queue.pop_front();
+            // (A late answer may have brought it meanwhile.)
+            if self.wants(&hash) && !self.in_flight.contains_key(&hash) {
+                page.push(hash);
+            }
+        }
+        page
+    }
+
+    /// The blocks next in line that have arrived, at most `limit`, with their senders.
+    pub(super) fn take_ready(&mut self, limit: usize, now: Instant) -> (Vec<Block>, Vec<P>) {
+        let (mut batch, mut senders) = (Vec::new(), Vec::new());
+        while batch.len() < limit
+            && let Some(hash) = self.order.get(self.next)
+            && let Some((block, sender)) = self.received.remove(hash)
+        {
+            batch.push(block);
+            senders.push(sender);
+            self.next += 1;
+            self.progress_at = now;
+        }
+        (batch, senders)
+    }
+
+    /// Whether every block was imported.
+    pub(super) fn is_done(&self) -> bool {
+        self.next == self.order.len()
+    }
+}

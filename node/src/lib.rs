@@ -16,3 +16,4 @@ pub mod run;
 pub mod store;
 pub mod sync;
 pub mod testkit;
+pub mod verdict;

@@ -67,18 +67,9 @@ pub enum MempoolError {
 
 impl MempoolError {
     /// Whether the peer that sent the transfer broke a rule.
+    /// ([`crate::verdict`] decides.)
     pub fn is_peer_fault(&self) -> bool {
-        match self {
-            MempoolError::Invalid(_) => true,
-            MempoolError::State(_)
-            | MempoolError::AlreadyKnown
-            | MempoolError::AlreadyMined
-            | MempoolError::NonceTaken { .. }
-            | MempoolError::SenderFull
-            | MempoolError::Full
-            | MempoolError::FeeTooLow { .. }
-            | MempoolError::Unavailable(_) => false,
-        }
+        crate::verdict::verdict(crate::verdict::Refusal::Mempool(self)).is_fault()
     }
 }
 

@@ -63,16 +63,9 @@ pub enum ImportError {
 }
 
 impl ImportError {
-    /// Whether the peer that sent the block deserves a penalty.
+    /// Whether the peer that sent the block deserves a penalty ([`crate::verdict`]).
     pub fn is_peer_fault(&self) -> bool {
-        match self {
-            ImportError::Header(error) => error.is_peer_fault(),
-            ImportError::Block(_)
-            | ImportError::State(_)
-            | ImportError::KnownInvalid(_)
-            | ImportError::InvalidAncestor(_) => true,
-            ImportError::Store(_) => false,
-        }
+        crate::verdict::verdict(crate::verdict::Refusal::Import(self)).is_fault()
     }
 }
 
@@ -302,6 +295,8 @@ struct ChainState {
     /// The best tip (as of the open write transaction, during a batch).
     tip: BlockEntry,
     orphans: OrphanPool,
+    /// Who sent the blocks being imported, for the orphans among them.
+    source: orphans::Source,
     /// Blocks found invalid before being stored (bad PoW, bad signatures...).
     invalid: RecentSet<BlockHash>,
     /// Transactions whose signatures this node already verified (when they entered the
@@ -367,6 +362,7 @@ impl<S: Store> Chain<S> {
             state: ChainState {
                 tip,
                 orphans: OrphanPool::default(),
+                source: orphans::LOCAL,
                 invalid: RecentSet::new(MAX_INVALID_CACHE),
                 verified: RecentSet::new(MAX_VERIFIED_CACHE),
             },
@@ -413,6 +409,26 @@ impl<S: Store> Chain<S> {
     /// Whether the block is stored or held as an orphan.
     pub fn knows(&self, hash: &BlockHash) -> Result<bool, StoreError> {
         Ok(self.state.orphans.contains(hash) || self.store.reader()?.entry(hash)?.is_some())
+    }
+
+    /// The sources of orphans dropped from the pool without ever connecting since the
+    /// last call, one entry per orphan (see [`orphans`]).
+    pub fn take_evicted_orphans(&mut self) -> Vec<orphans::Source> {
+        self.state.orphans.take_evicted()
+    }
+
+    /// [`Chain::import_block`] for a block from `source`: if it is an orphan, it counts
+    /// against that source's share of the pool.
+    pub fn import_block_from(
+        &mut self,
+        block: Block,
+        now_ms: u64,
+        source: orphans::Source,
+    ) -> Result<Imported, ImportError> {
+        self.state.source = source;
+        let result = self.import_block(block, now_ms);
+        self.state.source = orphans::LOCAL;
+        result
     }
 
     /// Validates and stores a block, switching the best chain if its branch now has the
@@ -915,7 +931,7 @@ impl ChainState {
             // Held under the header's hash: the body must be the one it commits to, or a
             // swapped body would stand in for the real block.
             check_commitment(block).map_err(|error| InError::Rejected(error.into()))?;
-            self.orphans.insert(block.clone());
+            self.orphans.insert(block.clone(), self.source);
             return Ok(Placement::Orphan { missing: self.orphans.missing_root(&hash) });
         };
         if let BlockStatus::Invalid { .. } = parent.status {

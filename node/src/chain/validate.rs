@@ -77,17 +77,9 @@ pub enum HeaderError {
 impl HeaderError {
     /// Whether whoever sent this header broke the rules (as opposed to sending something
     /// that may become valid later).
+    /// ([`crate::verdict`] decides.)
     pub fn is_peer_fault(&self) -> bool {
-        match self {
-            HeaderError::BadVersion(_)
-            | HeaderError::BadHeight { .. }
-            | HeaderError::BadTarget(_)
-            | HeaderError::WrongTarget { .. }
-            | HeaderError::BadPow
-            | HeaderError::TimeTooOld { .. }
-            | HeaderError::TimeBeforeWindow { .. } => true,
-            HeaderError::TimeTooNew { .. } => false,
-        }
+        crate::verdict::verdict(crate::verdict::Refusal::Header(self)).is_fault()
     }
 }
 

@@ -47,6 +47,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub const RENDEZVOUS_TTL_SECS: u64 = 300;
 /// How often to ask trackers' rendezvous servers for peers.
 const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+/// The most registrations one discovery returns (each one's signature is checked): the
+/// directory is where a node learns of its peers; rendezvous only adds addresses.
+const DISCOVER_LIMIT: u64 = 64;
 /// How long a banned peer's connections stay open for its last answers.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(300);
 /// How often to try reaching a tracker we are not connected to.
@@ -251,6 +254,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    answer_bytes: serving::AnswerBytes,
 }
 
 impl Client {
@@ -284,6 +288,11 @@ impl Client {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Request { peer, protocol, bytes, reply: Reply::Wait(reply) }).await;
         answer.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// The bytes of answers to peers' requests handed over and not yet sent.
+    pub fn answer_bytes(&self) -> usize {
+        self.answer_bytes.get()
     }
 
     /// Sends a request without waiting: its answer comes back as
@@ -456,6 +465,8 @@ pub fn new(
     let (event_sender, events) = mpsc::channel(CHANNEL_CAPACITY);
     let namespace = rendezvous::Namespace::new(wire::rendezvous_namespace(&config.network))
         .map_err(|error| StartError::Build(error.to_string()))?;
+    let serving = Serving::default();
+    let answer_bytes = serving.answer_bytes();
     let event_loop = EventLoop {
         swarm,
         network: config.network,
@@ -467,7 +478,7 @@ pub fn new(
         namespace,
         pending_requests: HashMap::new(),
         pending_responses: HashMap::new(),
-        serving: Serving::default(),
+        serving,
         next_token: 0,
         connections: HashMap::new(),
         open_connections,
@@ -481,7 +492,7 @@ pub fn new(
         libp2p_metrics: libp2p::metrics::Metrics::new(registry),
         request_seconds,
     };
-    Ok((Client { commands }, events, event_loop))
+    Ok((Client { commands, answer_bytes }, events, event_loop))
 }
 
 fn gossip_topic(network: &NetworkId, topic: Topic) -> IdentTopic {
@@ -519,7 +530,8 @@ pub struct EventLoop {
     namespace: rendezvous::Namespace,
     /// Requests waiting for their answers, with when each was sent.
     pending_requests: HashMap<(Protocol, OutboundRequestId), (PeerId, Reply, Instant)>,
-    pending_responses: HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>)>,
+    pending_responses:
+        HashMap<ResponseToken, (InboundProtocol, ResponseChannel<Vec<u8>>, InboundRequestId)>,
     /// Inbound requests whose answers have not gone out yet, per peer.
     serving: Serving<InboundRequestId>,
     next_token: u64,
@@ -529,9 +541,9 @@ pub struct EventLoop {
     scores: PeerScores,
     last_discover: Option<Instant>,
     /// Each tracker's rendezvous cookie: a discovery returns only the registrations
-    /// since the last. Without it every node would fetch (and check the signature of)
-    /// every registration every [`DISCOVER_EVERY`]: at a thousand nodes, that alone
-    /// kept two cores busy.
+    /// since the last, at most [`DISCOVER_LIMIT`]. Without it every node would fetch (and
+    /// check the signature of) every registration every [`DISCOVER_EVERY`]: at a
+    /// thousand nodes, that alone kept two cores busy.
     discover_cookies: HashMap<PeerId, rendezvous::Cookie>,
     /// Banned peers to block (which closes their connections) once their last answers
     /// have gone out.
@@ -652,7 +664,7 @@ impl EventLoop {
         self.swarm.behaviour_mut().rendezvous.discover(
             Some(self.namespace.clone()),
             cookie,
-            None,
+            Some(DISCOVER_LIMIT),
             tracker,
         );
     }
@@ -742,9 +754,10 @@ impl EventLoop {
                 self.pending_requests.insert((protocol, id), (peer, reply, Instant::now()));
             }
             Command::Respond { token, bytes } => {
-                let Some((protocol, channel)) = self.pending_responses.remove(&token) else {
+                let Some((protocol, channel, id)) = self.pending_responses.remove(&token) else {
                     return;
                 };
+                self.serving.answering(protocol, id, bytes.len());
                 let behaviour = self.swarm.behaviour_mut();
                 let sent = match protocol {
                     InboundProtocol::Direct => behaviour.direct.send_response(channel, bytes),
@@ -1088,7 +1101,7 @@ impl EventLoop {
                 request_response::Message::Request { request_id, request, channel } => {
                     let in_flight = self.serving.begin(peer, inbound, request_id);
                     let token = self.next_token();
-                    self.pending_responses.insert(token, (inbound, channel));
+                    self.pending_responses.insert(token, (inbound, channel, request_id));
                     let (bytes, oversized) = match request {
                         Frame::Bytes(bytes) => (bytes, None),
                         Frame::Oversized { limit } => {

@@ -32,6 +32,7 @@ use crate::network::{
     self, Client, InboundProtocol, Link, NetworkConfig, NetworkEvent, Penalty, Protocol, Topic,
 };
 use crate::store::{InboxRecord, LmdbStore, Store, StoreError, StoreRead, Table};
+use crate::verdict::{Outcome, Refusal, Verdict, verdict};
 use directory::DirectoryBook;
 use mining::MiningSession;
 pub use views::*;
@@ -75,6 +76,15 @@ pub struct NodeConfig {
     /// How often one random peer is asked for its status while not syncing (tests set it
     /// with `RACLETTE_TEST_STATUS_POLL_SECS`, to show announcements alone at work).
     pub status_poll: Duration,
+}
+
+/// What gossip does with a message, by its verdict.
+fn acceptance(verdict: Verdict) -> MessageAcceptance {
+    match verdict.outcome {
+        Outcome::Accept => MessageAcceptance::Accept,
+        Outcome::Ignore => MessageAcceptance::Ignore,
+        Outcome::Reject => MessageAcceptance::Reject,
+    }
 }
 
 /// How often one random peer is asked for its status while not syncing: the safety net
@@ -163,6 +173,8 @@ pub struct Node<S: Store> {
     /// Connected peers this node dialled itself: it keeps
     /// [`OUTBOUND_TARGET`](crate::network::OUTBOUND_TARGET) of them.
     outbound: HashSet<PeerId>,
+    /// The peers behind the chain's orphan sources (a number per connected peer).
+    orphan_sources: HashMap<crate::chain::orphans::Source, PeerId>,
     trackers: HashMap<PeerId, bool>,
     sync: crate::sync::Sync<PeerId>,
     mining: Option<MiningSession>,
@@ -266,6 +278,7 @@ pub fn start_with<S: Store>(
         directory,
         connected: HashMap::new(),
         outbound: HashSet::new(),
+        orphan_sources: HashMap::new(),
         trackers,
         sync,
         mining: None,
@@ -399,6 +412,7 @@ impl<S: Store> Node<S> {
             NetworkEvent::PeerDisconnected { peer } => {
                 self.connected.remove(&peer);
                 self.outbound.remove(&peer);
+                self.orphan_sources.retain(|_, known| *known != peer);
                 self.directory.seen(&peer, now_ms());
                 self.drive_sync(crate::sync::Input::Disconnected(peer)).await;
             }
@@ -491,11 +505,10 @@ impl<S: Store> Node<S> {
         let block = match Block::decode(data) {
             Ok(block) => block,
             Err(error) => {
-                self.metrics.block("gossip", "rejected", "malformed");
-                self.client
-                    .penalize(source, Penalty::LowTolerance, format!("malformed block: {error}"))
-                    .await;
-                return (MessageAcceptance::Reject, None);
+                let verdict = verdict(Refusal::Malformed(&error));
+                self.metrics.block("gossip", verdict.label(), "malformed");
+                self.blame(source, verdict, format!("malformed block: {error}")).await;
+                return (acceptance(verdict), None);
             }
         };
         let height = block.header.height;
@@ -516,7 +529,10 @@ impl<S: Store> Node<S> {
             Err(error) => self.fatal(error),
         }
         let (transfers, decoded) = (block.transactions.len().saturating_sub(1), started.elapsed());
-        let acceptance = match self.chain.import_block(block, now_ms()) {
+        let orphan_source = self.orphan_source(source);
+        let imported = self.chain.import_block_from(block, now_ms(), orphan_source);
+        self.blame_orphans().await;
+        let acceptance = match imported {
             Ok(imported) => {
                 info!(
                     height,
@@ -548,19 +564,41 @@ impl<S: Store> Node<S> {
             Err(ImportError::Store(error)) => self.fatal(error),
             Err(error) => {
                 warn!(%source, height, %error, "rejected a block");
-                let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
-                self.metrics.block("gossip", outcome, crate::metrics::reason(&error));
-                if error.is_peer_fault() {
-                    self.client
-                        .penalize(source, Penalty::LowTolerance, format!("invalid block: {error}"))
-                        .await;
-                    MessageAcceptance::Reject
-                } else {
-                    MessageAcceptance::Ignore
-                }
+                let verdict = verdict(Refusal::Import(&error));
+                self.metrics.block("gossip", verdict.label(), crate::metrics::reason(&error));
+                self.blame(source, verdict, format!("invalid block: {error}")).await;
+                acceptance(verdict)
             }
         };
         (acceptance, None)
+    }
+
+    /// The number that stands for `peer` in the chain's orphan pool.
+    fn orphan_source(&mut self, peer: PeerId) -> crate::chain::orphans::Source {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let source = hasher.hash_one(peer).max(1); // 0 is no one (LOCAL)
+        self.orphan_sources.insert(source, peer);
+        source
+    }
+
+    /// Orphans dropped without ever connecting cost their senders a little each: a peer
+    /// that floods cheap orphans is banned before long.
+    async fn blame_orphans(&mut self) {
+        for source in self.chain.take_evicted_orphans() {
+            if let Some(peer) = self.orphan_sources.get(&source) {
+                self.client
+                    .penalize(*peer, Penalty::HighTolerance, "an orphan block that never connected")
+                    .await;
+            }
+        }
+    }
+
+    /// Counts a verdict's penalty, if any, against the sender.
+    async fn blame(&self, peer: PeerId, verdict: Verdict, reason: String) {
+        if let Some(penalty) = verdict.penalty {
+            self.client.penalize(peer, penalty, reason).await;
+        }
     }
 
     /// Follows a move of the best chain: mempool, inbox notices, the miner, the user.

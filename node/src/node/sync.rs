@@ -14,9 +14,16 @@ use tracing::info;
 
 use super::{Node, Notice, now_ms};
 use crate::chain::ImportError;
+use crate::chain::validate::BlockError;
 use crate::network::{InboundRequest, Penalty, Protocol, RequestError};
 use crate::store::Store;
 use crate::sync::{Action, ImportFailure, Input};
+use crate::verdict::{Refusal, verdict};
+
+/// The most bytes of answers to peers' sync requests on their way out at once, across
+/// all peers: past it, a `headers` or `blocks` request is answered `busy`. Eight peers'
+/// worth of full block pages fit in it (each answer holds at most 16 blocks).
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 impl<S: Store> Node<S> {
     /// Feeds the sync state machine one input and carries out what it asks, including
@@ -86,9 +93,15 @@ impl<S: Store> Node<S> {
         if let ImportError::Store(error) = error {
             self.fatal(error);
         }
-        let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
-        self.metrics.block("sync", outcome, crate::metrics::reason(&error));
-        Some(ImportFailure { index, peer_fault: error.is_peer_fault(), reason: error.to_string() })
+        let verdict = verdict(Refusal::Import(&error));
+        self.metrics.block("sync", verdict.label(), crate::metrics::reason(&error));
+        let forged_body = matches!(error, ImportError::Block(BlockError::BadMerkleRoot));
+        Some(ImportFailure {
+            index,
+            penalty: verdict.penalty,
+            reason: error.to_string(),
+            forged_body,
+        })
     }
 
     /// Serves a peer's sync request.
@@ -114,6 +127,13 @@ impl<S: Store> Node<S> {
                 self.client.respond(request.token, SyncResponse::Status(ours).encode()).await;
                 self.drive_sync(Input::Status { peer: request.peer, status }).await;
                 return;
+            }
+            // Answers on their way out already hold the budget: the blocks are not read
+            // into memory now. Not the requester's fault; it asks someone else.
+            Ok(SyncRequest::Headers { .. } | SyncRequest::Blocks { .. })
+                if self.client.answer_bytes() >= MAX_ANSWER_BYTES =>
+            {
+                SyncResponse::Refused { reason: "busy".into() }
             }
             Ok(SyncRequest::Headers { locator, limit }) => {
                 let limit = (limit as usize).min(MAX_HEADERS_PER_RESPONSE);

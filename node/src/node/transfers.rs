@@ -15,8 +15,9 @@ use tracing::{info, warn};
 use super::{Internal, Node, SendView, UserError, now_ms};
 use crate::mempool::MempoolError;
 use crate::network::identity::{key_of, peer_id_of};
-use crate::network::{InboundRequest, Penalty, Protocol, RequestError, Topic};
+use crate::network::{InboundRequest, Protocol, RequestError, Topic};
 use crate::store::{InboxRecord, ReadTables, Store, StoreRead, StoreWrite, Table, WriteTables};
+use crate::verdict::{Refusal, Verdict, verdict};
 
 /// A transfer waiting for its receiver to be reachable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,19 +273,23 @@ impl<S: Store> Node<S> {
     pub(super) async fn on_direct_request(&mut self, request: InboundRequest) {
         let (response, fault) = self.receive_direct(&request.bytes).await;
         self.client.respond(request.token, response.encode()).await;
-        if let Some(fault) = fault {
-            self.client.penalize(request.peer, Penalty::LowTolerance, fault).await;
+        if let Some((verdict, reason)) = fault {
+            self.blame(request.peer, verdict, reason).await;
         }
     }
 
-    /// The answer to a direct transfer, and the sender's fault if it broke a rule.
-    async fn receive_direct(&mut self, bytes: &[u8]) -> (DirectResponse, Option<String>) {
+    /// The answer to a direct transfer, and the verdict on the sender if it broke a rule.
+    async fn receive_direct(
+        &mut self,
+        bytes: &[u8],
+    ) -> (DirectResponse, Option<(Verdict, String)>) {
         let reject = |reason: String| DirectResponse::Rejected { reason };
         let transfer = match DirectRequest::decode(bytes) {
             Ok(request) => request.transfer,
             Err(error) => {
-                self.metrics.transfer("direct", "rejected", "malformed");
-                let fault = format!("malformed direct request: {error}");
+                let verdict = verdict(Refusal::Malformed(&error));
+                self.metrics.transfer("direct", verdict.label(), "malformed");
+                let fault = (verdict, format!("malformed direct request: {error}"));
                 return (reject(format!("malformed request: {error}")), Some(fault));
             }
         };
@@ -307,9 +312,10 @@ impl<S: Store> Node<S> {
                 (DirectResponse::Accepted, None)
             }
             Err(error) => {
-                let outcome = if error.is_peer_fault() { "rejected" } else { "ignored" };
-                self.metrics.transfer("direct", outcome, crate::metrics::reason(&error));
-                let fault = error.is_peer_fault().then(|| format!("invalid transfer: {error}"));
+                let verdict = verdict(Refusal::Mempool(&error));
+                self.metrics.transfer("direct", verdict.label(), crate::metrics::reason(&error));
+                let fault =
+                    verdict.is_fault().then(|| (verdict, format!("invalid transfer: {error}")));
                 (reject(error.to_string()), fault)
             }
         }
@@ -324,35 +330,29 @@ impl<S: Store> Node<S> {
         let transfer = match Transfer::decode(data) {
             Ok(transfer) => transfer,
             Err(error) => {
-                self.metrics.transfer("gossip", "rejected", "malformed");
-                self.client
-                    .penalize(source, Penalty::LowTolerance, format!("malformed transfer: {error}"))
-                    .await;
-                return MessageAcceptance::Reject;
+                let verdict = verdict(Refusal::Malformed(&error));
+                self.metrics.transfer("gossip", verdict.label(), "malformed");
+                self.blame(source, verdict, format!("malformed transfer: {error}")).await;
+                return super::acceptance(verdict);
             }
         };
-        let admitted = self.admit(&transfer);
-        let (outcome, reason) = match &admitted {
-            Ok(_) => ("accepted", "mempool".to_string()),
-            Err(error) if error.is_peer_fault() => ("rejected", crate::metrics::reason(error)),
-            Err(error) => ("ignored", crate::metrics::reason(error)),
-        };
-        self.metrics.transfer("gossip", outcome, reason);
-        match admitted {
+        match self.admit(&transfer) {
             Ok(_) => {
+                self.metrics.transfer("gossip", "accepted", "mempool".to_string());
                 if transfer.to == self.keypair.public() {
                     self.keep_in_inbox(&transfer);
                 }
                 MessageAcceptance::Accept
             }
-            Err(error) if error.is_peer_fault() => {
-                warn!(%source, %error, "rejected a gossiped transfer");
-                self.client
-                    .penalize(source, Penalty::LowTolerance, format!("invalid transfer: {error}"))
-                    .await;
-                MessageAcceptance::Reject
+            Err(error) => {
+                let verdict = verdict(Refusal::Mempool(&error));
+                self.metrics.transfer("gossip", verdict.label(), crate::metrics::reason(&error));
+                if verdict.is_fault() {
+                    warn!(%source, %error, "rejected a gossiped transfer");
+                }
+                self.blame(source, verdict, format!("invalid transfer: {error}")).await;
+                super::acceptance(verdict)
             }
-            Err(_) => MessageAcceptance::Ignore,
         }
     }
 }

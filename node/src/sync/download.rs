@@ -41,8 +41,9 @@ pub(super) struct Download<P> {
     pub(super) source: P,
     /// When the last block was imported (or the download began).
     pub(super) progress_at: Instant,
-    /// A batch handed to the node for import, not yet reported back.
-    pub(super) importing: Option<Vec<P>>,
+    /// A batch handed to the node for import, not yet reported back: each block's hash
+    /// and sender.
+    pub(super) importing: Option<Vec<(BlockHash, P)>>,
 }
 
 impl<P: Copy + Eq + Hash> Download<P> {
@@ -145,19 +146,35 @@ impl<P: Copy + Eq + Hash> Download<P> {
         page
     }
 
-    /// The blocks next in line that have arrived, at most `limit`, with their senders.
-    pub(super) fn take_ready(&mut self, limit: usize, now: Instant) -> (Vec<Block>, Vec<P>) {
+    /// The blocks next in line that have arrived, at most `limit`, with each one's hash
+    /// and sender.
+    pub(super) fn take_ready(
+        &mut self,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<Block>, Vec<(BlockHash, P)>) {
         let (mut batch, mut senders) = (Vec::new(), Vec::new());
         while batch.len() < limit
             && let Some(hash) = self.order.get(self.next)
             && let Some((block, sender)) = self.received.remove(hash)
         {
             batch.push(block);
-            senders.push(sender);
+            senders.push((*hash, sender));
             self.next += 1;
             self.progress_at = now;
         }
         (batch, senders)
+    }
+
+    /// Blocks handed for import that did not get in (from the one that failed on): to
+    /// be fetched again, first thing.
+    pub(super) fn refetch(&mut self, hashes: &[BlockHash]) {
+        if let Some(first) = hashes.first().and_then(|hash| self.position.get(hash)) {
+            self.next = self.next.min(*first);
+        }
+        for hash in hashes.iter().rev() {
+            self.queue.push_front(*hash);
+        }
     }
 
     /// Whether every block was imported.

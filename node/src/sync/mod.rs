@@ -41,10 +41,10 @@ use rand::seq::SliceRandom;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::chain::validate::{BlockError, check_commitment};
 use crate::chain::{Chain, HeaderChainError};
 use crate::network::Penalty;
 use crate::store::{Store, StoreError};
+use crate::verdict::{Refusal, verdict};
 use download::Download;
 
 /// Block requests in flight per peer.
@@ -174,8 +174,11 @@ pub enum Input<P> {
 pub struct ImportFailure {
     /// Its index in the batch; the blocks before it were imported.
     pub index: usize,
-    /// Whether its sender is to blame (rather than the branch's miner or our state).
-    pub peer_fault: bool,
+    /// What its sender has to pay, if it is to blame ([`crate::verdict`]).
+    pub penalty: Option<Penalty>,
+    /// Whether its body is not the one its header commits to: the sender swapped it, and
+    /// the real block is fetched from someone else (the branch is not to blame).
+    pub forged_body: bool,
     /// The error, for logs and the penalty's reason.
     pub reason: String,
 }
@@ -675,11 +678,11 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
         // whose targets or times break them is not downloaded, however much work it
         // claims.
         let context = step.chain.header_context_len();
-        let verdict = match &mut sync.beyond {
+        let checked = match &mut sync.beyond {
             Some(beyond) => {
                 let from = beyond.window.len();
                 beyond.window.extend_from_slice(&headers);
-                let verdict = step.chain.check_header_chain(&beyond.window, from, step.now_ms)?;
+                let window = step.chain.check_header_chain(&beyond.window, from, step.now_ms)?;
                 for header in &headers {
                     match header.bits.to_target() {
                         Ok(target) => beyond.work = beyond.work + target.work(),
@@ -688,7 +691,7 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
                 }
                 let excess = beyond.window.len().saturating_sub(context);
                 beyond.window.drain(..excess);
-                verdict.map_err(|(index, error)| (index + excess, error))
+                window.map_err(|(index, error)| (index + excess, error))
             }
             None => {
                 let from = sync.collected.len();
@@ -696,13 +699,17 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
                 step.chain.check_header_chain(&sync.collected, from, step.now_ms)?
             }
         };
-        if let Err((_, error)) = verdict {
-            match &error {
-                HeaderChainError::Header(fault) if fault.is_peer_fault() => {
+        if let Err((_, error)) = checked {
+            let penalty = match &error {
+                HeaderChainError::Header(fault) => verdict(Refusal::Header(fault)).penalty,
+                HeaderChainError::UnknownParent(_) => None,
+            };
+            match penalty {
+                Some(penalty) => {
                     warn!(%peer, %error, "invalid headers");
-                    step.penalize(peer, Penalty::LowTolerance, format!("invalid headers: {error}"));
+                    step.penalize(peer, penalty, format!("invalid headers: {error}"));
                 }
-                _ => debug!(%peer, %error, "headers not usable now; starting over"),
+                None => debug!(%peer, %error, "headers not usable now; starting over"),
             }
             return self.request_failed(peer, Sent::Headers { attempt }, step);
         }
@@ -852,7 +859,7 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
     ) -> Result<(), StoreError> {
         let Phase::Blocks(download) = &mut self.phase else { return Ok(()) };
         download.request_ended(&peer);
-        let (mut unasked, mut forged) = (false, None);
+        let mut unasked = false;
         for block in blocks {
             let hash = block.hash();
             if !asked.contains(&hash) {
@@ -861,13 +868,6 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
             }
             if !download.wants(&hash) {
                 continue; // arrived from someone else meanwhile
-            }
-            // The hash covers the header only: a body that is not the one the header
-            // commits to is this sender's fault, not the branch's. (A body that matches
-            // but breaks a rule, too large say, is the branch's: import finds it.)
-            if let Err(error @ BlockError::BadMerkleRoot) = check_commitment(&block) {
-                forged = Some(error);
-                continue;
             }
             // Whoever else it was asked of meanwhile (a slow page given to another peer)
             // is no longer waited for.
@@ -883,11 +883,6 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
         }
         if unasked {
             step.penalize(peer, Penalty::MidTolerance, "sent blocks nobody asked for");
-        }
-        if let Some(error) = forged {
-            download.unhelpful.insert(peer);
-            warn!(%peer, %error, "a block body that is not its header's");
-            step.penalize(peer, Penalty::LowTolerance, format!("forged block body: {error}"));
         }
         self.import_ready(step);
         self.request_blocks(step);
@@ -913,17 +908,34 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
         step: &mut Step<'_, C, P>,
     ) -> Result<(), StoreError> {
         let Phase::Blocks(download) = &mut self.phase else { return Ok(()) };
-        let senders = download.importing.take().unwrap_or_default();
+        let batch = download.importing.take().unwrap_or_default();
         let source = download.source;
         if let Some(failure) = failure {
-            let sender = senders.get(failure.index).copied().unwrap_or(source);
+            let sender = batch.get(failure.index).map_or(source, |(_, sender)| *sender);
+            if failure.forged_body {
+                // The hash covers the header only: a body that is not the one the header
+                // commits to is this sender's fault, not the branch's. That block and the
+                // rest of the batch are fetched again, from others. (A body that matches
+                // but breaks a rule, too large say, is the branch's.)
+                warn!(peer = %sender, error = %failure.reason, "a block body that is not its header's");
+                if let Some(penalty) = failure.penalty {
+                    step.penalize(
+                        sender,
+                        penalty,
+                        format!("forged block body: {}", failure.reason),
+                    );
+                }
+                download.unhelpful.insert(sender);
+                let lost: Vec<BlockHash> =
+                    batch[failure.index.min(batch.len())..].iter().map(|(hash, _)| *hash).collect();
+                download.refetch(&lost);
+                self.import_ready(step);
+                self.request_blocks(step);
+                return Ok(());
+            }
             warn!(peer = %sender, error = %failure.reason, "invalid block while catching up");
-            if failure.peer_fault {
-                step.penalize(
-                    sender,
-                    Penalty::LowTolerance,
-                    format!("invalid block: {}", failure.reason),
-                );
+            if let Some(penalty) = failure.penalty {
+                step.penalize(sender, penalty, format!("invalid block: {}", failure.reason));
             }
             // The branch its headers promised does not hold up.
             return self.failed(source, step);

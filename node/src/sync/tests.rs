@@ -18,6 +18,8 @@ struct Net<C> {
     chain: C,
     sync: Sync<Peer>,
     honest: HashMap<Peer, Chain<MemoryStore>>,
+    /// Peers among `honest` that send every block with another body.
+    forgers: HashSet<Peer>,
     start: Instant,
     now: Instant,
     answers: VecDeque<Input<Peer>>,
@@ -33,6 +35,7 @@ impl<C: ChainView> Net<C> {
             chain,
             sync: Sync::with_seed(Duration::from_secs(10), 7),
             honest: HashMap::new(),
+            forgers: HashSet::new(),
             start: now,
             now,
             answers: VecDeque::new(),
@@ -63,7 +66,15 @@ impl<C: ChainView> Net<C> {
                             self.block_requests += 1;
                         }
                         if let Some(chain) = self.honest.get(&peer) {
-                            let bytes = serve(chain, request).encode();
+                            let mut response = serve(chain, request);
+                            if let (true, SyncResponse::Blocks(blocks)) =
+                                (self.forgers.contains(&peer), &mut response)
+                            {
+                                for block in blocks {
+                                    block.transactions.clear();
+                                }
+                            }
+                            let bytes = response.encode();
                             self.answers.push_back(Input::Answer { peer, id, result: Ok(bytes) });
                         }
                     }
@@ -99,7 +110,11 @@ fn import_into(chain: &mut Chain<MemoryStore>, blocks: Vec<Block>) -> Option<Imp
     let (_, failure) = chain.import_blocks(blocks, u64::MAX / 2);
     failure.map(|(index, error)| ImportFailure {
         index,
-        peer_fault: error.is_peer_fault(),
+        penalty: crate::verdict::verdict(crate::verdict::Refusal::Import(&error)).penalty,
+        forged_body: matches!(
+            error,
+            crate::chain::ImportError::Block(crate::chain::validate::BlockError::BadMerkleRoot)
+        ),
         reason: error.to_string(),
     })
 }
@@ -377,4 +392,31 @@ fn given_a_peer_that_never_answers_headers_then_another_is_asked_after_the_patie
         net.now += Duration::from_secs(1);
         net.input(Input::Tick, &mut import);
     }
+}
+
+#[test]
+fn given_a_helper_sending_forged_bodies_then_it_pays_and_the_blocks_come_from_another() {
+    let params = easy_params();
+    let blocks = linear_blocks(&params, &keypair("miner"), 100, |_| Vec::new());
+    let mut net = Net::new(chain_with(&[]));
+    let mut import = import_into;
+    let (honest, forger) = (100, 101);
+    net.honest.insert(honest, chain_with(&blocks));
+    net.honest.insert(forger, chain_with(&blocks));
+    net.forgers.insert(forger);
+    net.input(Input::Connected(forger), &mut import);
+    net.input(Input::Connected(honest), &mut import);
+    while net.chain.tip().height() < 100 {
+        assert!(net.elapsed() < Duration::from_secs(60), "stuck behind the forger");
+        net.now += Duration::from_secs(1);
+        net.input(Input::Tick, &mut import);
+    }
+    assert!(
+        net.penalties.iter().any(|(peer, penalty, reason)| *peer == forger
+            && *penalty == Penalty::LowTolerance
+            && reason.contains("forged block body")),
+        "{:?}",
+        net.penalties
+    );
+    assert!(net.penalties.iter().all(|(peer, _, _)| *peer == forger), "{:?}", net.penalties);
 }

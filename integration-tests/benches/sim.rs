@@ -128,11 +128,37 @@ fn main() {
         // Every node holds the whole directory: the tracker's listings and pushes reach
         // everyone, however many join at once.
         for (i, node) in nodes.iter().enumerate() {
-            until(&format!("node {i} knowing every other node"), async || {
+            let waiting = Instant::now();
+            loop {
                 let status = node.ask(Request::Status).await.expect("the node answers");
-                status.known_peers == n - 1
-            })
-            .await;
+                if status.known_peers == n - 1 {
+                    break;
+                }
+                if waiting.elapsed() > PATIENCE {
+                    let mut short = Vec::new();
+                    for (j, other) in nodes.iter().enumerate() {
+                        let known = other.ask(Request::Status).await.expect("answers").known_peers;
+                        if known < n - 1 {
+                            short.push((j, known));
+                        }
+                    }
+                    let names: std::collections::HashSet<String> =
+                        peers(node).await.into_iter().map(|peer| peer.name).collect();
+                    let missing: Vec<String> = (0..n)
+                        .map(|j| format!("n{j:04}"))
+                        .filter(|name| !names.contains(name) && *name != format!("n{i:04}"))
+                        .take(10)
+                        .collect();
+                    panic!(
+                        "node {i} knows {} of {}; missing {missing:?}; short: {} nodes {:?}",
+                        status.known_peers,
+                        n - 1,
+                        short.len(),
+                        &short[..short.len().min(20)]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         let directory_seconds = started.elapsed().as_secs_f64();
         eprintln!("every node knows all {} others after {directory_seconds:.1} s", n - 1);

@@ -50,8 +50,10 @@ pub(super) struct DirectoryBook {
     by_key: HashMap<PublicKey, String>,
     unsaved: HashSet<String>,
     removed: HashSet<String>,
-    /// Addresses changed since the last registration.
+    /// Addresses changed since the last registration (or it failed): register again.
     stale_registration: bool,
+    /// Where the listing of each tracker's directory stands.
+    listings: HashMap<PeerId, Listing>,
     /// When each known peer that is not connected may be dialled again.
     redials: Backoff<PeerId>,
     /// Dials allowed now: a card listing must not make the node open hundreds of
@@ -76,6 +78,27 @@ pub(super) struct DirectoryBook {
     /// that looks for peers to dial, which runs at every change.
     dial_info: HashMap<PublicKey, DialInfo>,
 }
+
+/// Where listing one tracker's directory stands. A listing goes on page by page until
+/// done, however often a page fails (a tracker with a thousand nodes joining at once is
+/// slow to answer), and is done again now and then: a push lost on the way is made up
+/// for within [`RELIST_EVERY`].
+#[derive(Debug, Clone)]
+struct Listing {
+    /// The name of the last card of the last page taken (`None`: from the start).
+    after: Option<String>,
+    /// A page is being asked for.
+    in_flight: bool,
+    /// When to ask (again) for the next page, or to list afresh once done.
+    next_at: Instant,
+    /// Whether the last page came.
+    done: bool,
+}
+
+/// The wait before asking again for a page of the directory that failed.
+const LIST_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How often a complete listing is made again.
+const RELIST_EVERY: Duration = Duration::from_secs(600);
 
 /// A known peer, ready to dial.
 #[derive(Debug, Clone)]
@@ -156,6 +179,7 @@ impl DirectoryBook {
             unsaved: HashSet::new(),
             removed: HashSet::new(),
             stale_registration: false,
+            listings: HashMap::new(),
             redials: Backoff::new(REDIAL_AFTER, REDIAL_AT_MOST_EVERY),
             dials: TokenBuckets::new(DIAL_BURST, DIAL_REFILL),
             dialing: HashMap::new(),
@@ -647,13 +671,45 @@ impl<S: Store> Node<S> {
         });
     }
 
-    fn list_directory(&self, tracker: PeerId, after: Option<String>) {
+    /// Asks `tracker` for the page of its directory after the last one taken.
+    fn list_directory(&mut self, tracker: PeerId) {
+        let now = Instant::now();
+        let listing = self.directory.listings.entry(tracker).or_insert_with(|| Listing {
+            after: None,
+            in_flight: false,
+            next_at: now,
+            done: false,
+        });
+        if listing.done {
+            *listing = Listing { after: None, in_flight: false, next_at: now, done: false };
+        }
+        listing.in_flight = true;
         let request = DirectoryRequest::List {
             network: self.chain.network(),
-            after,
+            after: listing.after.clone(),
             limit: MAX_CARDS_PER_PAGE as u32,
         };
         self.directory_request(tracker, SentRequest::List, request);
+    }
+
+    /// Lists the connected trackers' directories that are due: a listing that stopped
+    /// on a failed page goes on, a complete one is done again every [`RELIST_EVERY`].
+    fn continue_listings(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .directory
+            .listings
+            .iter()
+            .filter(|(tracker, listing)| {
+                self.trackers.get(tracker).copied().unwrap_or(false)
+                    && !listing.in_flight
+                    && now >= listing.next_at
+            })
+            .map(|(tracker, _)| *tracker)
+            .collect();
+        for tracker in due {
+            self.list_directory(tracker);
+        }
     }
 
     pub(super) async fn on_directory_answer(
@@ -666,10 +722,12 @@ impl<S: Store> Node<S> {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 warn!(%tracker, %error, "malformed answer from the tracker");
+                self.directory_request_failed(tracker, request);
                 return;
             }
             Err(error) => {
                 debug!(%tracker, %error, ?request, "directory request failed");
+                self.directory_request_failed(tracker, request);
                 return;
             }
         };
@@ -677,7 +735,8 @@ impl<S: Store> Node<S> {
             (SentRequest::Register, DirectoryResponse::Registered) => {
                 info!(%tracker, name = %self.config.name, "registered with the tracker");
                 self.name_refused_by.remove(&tracker);
-                self.list_directory(tracker, None);
+                self.directory.listings.remove(&tracker); // afresh
+                self.list_directory(tracker);
             }
             (SentRequest::Register, DirectoryResponse::NameTaken { name }) => {
                 warn!(%tracker, %name, "the name is taken at this tracker");
@@ -698,14 +757,26 @@ impl<S: Store> Node<S> {
             }
             (request, DirectoryResponse::Refused { reason }) => {
                 // Not fatal: the node goes on with its own copy of the directory and tries
-                // again when the tracker reconnects or its addresses change.
+                // again when the tracker reconnects or its addresses change (or, for a
+                // page of the listing, after a wait).
                 warn!(%tracker, ?request, %reason, "the tracker refused");
+                if let SentRequest::List = request {
+                    self.directory_request_failed(tracker, request);
+                }
             }
             (SentRequest::List, DirectoryResponse::Cards { cards, more }) => {
-                let after = cards.last().map(|card| card.name.key());
+                if let Some(listing) = self.directory.listings.get_mut(&tracker) {
+                    listing.in_flight = false;
+                    if let Some(last) = cards.last() {
+                        listing.after = Some(last.name.key());
+                    }
+                    listing.done = !more;
+                    listing.next_at =
+                        Instant::now() + if more { Duration::ZERO } else { RELIST_EVERY };
+                }
                 self.take_cards(cards, false).await;
                 if more {
-                    self.list_directory(tracker, after);
+                    self.list_directory(tracker);
                 } else {
                     self.first_listings.remove(&tracker);
                     if self.first_listings.is_empty() {
@@ -714,7 +785,22 @@ impl<S: Store> Node<S> {
                 }
             }
             (request, response) => {
-                warn!(%tracker, ?request, ?response, "unexpected answer from the tracker")
+                warn!(%tracker, ?request, ?response, "unexpected answer from the tracker");
+                self.directory_request_failed(tracker, request);
+            }
+        }
+    }
+
+    /// A directory request got no usable answer (after its retries): a registration is
+    /// sent again at the next housekeeping, a listing goes on after a wait.
+    fn directory_request_failed(&mut self, tracker: PeerId, request: SentRequest) {
+        match request {
+            SentRequest::Register => self.directory.stale_registration = true,
+            SentRequest::List => {
+                if let Some(listing) = self.directory.listings.get_mut(&tracker) {
+                    listing.in_flight = false;
+                    listing.next_at = Instant::now() + LIST_RETRY_AFTER;
+                }
             }
         }
     }
@@ -794,6 +880,7 @@ impl<S: Store> Node<S> {
             self.directory.settle(); // a tracker that is down does not hold names open
         }
         self.dial_known_peers().await;
+        self.continue_listings();
         if self.directory.stale_registration {
             let connected: Vec<PeerId> =
                 self.trackers.iter().filter(|(_, up)| **up).map(|(p, _)| *p).collect();

@@ -36,7 +36,9 @@ fn nightly_cargo(args: &[&str]) -> Command {
 /// so that both share one build in `fuzz/target`.
 fn cargo_fuzz(subcommand: &str) -> Command {
     let mut command = nightly_cargo(&["fuzz", subcommand, "--fuzz-dir"]);
-    command.arg(fuzz_dir()).args(["--sanitizer", "none"]);
+    // Unoptimised: a few seconds per target need no speed, and the first build (the
+    // whole node, with nightly) is what this test costs on a fresh machine.
+    command.arg(fuzz_dir()).args(["--sanitizer", "none", "--dev"]);
     command
 }
 

@@ -174,10 +174,11 @@ mod tests {
     #[test]
     fn given_many_sources_then_a_full_pool_drops_from_the_one_holding_the_most() {
         let params = easy_params();
-        let blocks = linear_blocks(&params, &keypair("many"), 120, |_| Vec::new());
+        let blocks = linear_blocks(&params, &keypair("many"), 150, |_| Vec::new());
         let mut pool = OrphanPool::default();
+        // Twenty sources: none reaches its own cap before the pool is full.
         for (index, block) in blocks.iter().enumerate().skip(1) {
-            pool.insert(block.clone(), 1 + (index % 12) as Source);
+            pool.insert(block.clone(), 1 + (index % 20) as Source);
         }
         assert_eq!(pool.len(), MAX_ORPHANS);
         let most = pool.by_source.values().map(VecDeque::len).max().unwrap_or(0);

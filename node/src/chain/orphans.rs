@@ -174,15 +174,19 @@ mod tests {
     #[test]
     fn given_many_sources_then_a_full_pool_drops_from_the_one_holding_the_most() {
         let params = easy_params();
-        let blocks = linear_blocks(&params, &keypair("many"), 150, |_| Vec::new());
+        let blocks = linear_blocks(&params, &keypair("many"), 102, |_| Vec::new());
         let mut pool = OrphanPool::default();
-        // Twenty sources: none reaches its own cap before the pool is full.
-        for (index, block) in blocks.iter().enumerate().skip(1) {
-            pool.insert(block.clone(), 1 + (index % 20) as Source);
+        // Source 1 holds 10, sources 2 to 19 hold 5 each: the pool is full.
+        for (index, block) in blocks.iter().enumerate().skip(1).take(100) {
+            let source = if index <= 10 { 1 } else { 2 + ((index - 11) / 5) as Source };
+            assert!(pool.insert(block.clone(), source));
         }
         assert_eq!(pool.len(), MAX_ORPHANS);
-        let most = pool.by_source.values().map(VecDeque::len).max().unwrap_or(0);
-        let least = pool.by_source.values().map(VecDeque::len).min().unwrap_or(0);
-        assert!(most - least <= 1, "spread evenly: {most} against {least}");
+        assert!(pool.take_evicted().is_empty());
+        pool.insert(blocks[101].clone(), 50);
+        assert_eq!(pool.len(), MAX_ORPHANS);
+        assert_eq!(pool.take_evicted(), vec![1], "from the source holding the most");
+        assert_eq!(pool.by_source[&1].len(), 9);
+        assert!(!pool.contains(&blocks[1].hash()), "its oldest");
     }
 }

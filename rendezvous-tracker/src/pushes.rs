@@ -153,13 +153,6 @@ impl<Id: PartialEq> Pushes<Id> {
             target.not_before = Some(now + RETRY_AFTER);
         }
     }
-
-    /// Whether a node waits for a retry: the tracker then looks again later.
-    pub fn retry_pending(&self) -> bool {
-        self.targets
-            .values()
-            .any(|target| target.not_before.is_some() && target.in_flight.is_none())
-    }
 }
 
 #[cfg(test)]
@@ -231,7 +224,6 @@ mod tests {
         let due = pushes.due(now);
         pushes.sent(&peer(0), 1, due[0].2);
         pushes.failed(&peer(0), &1, now);
-        assert!(pushes.retry_pending());
         assert!(pushes.due(now).is_empty(), "not at once");
         let due = pushes.due(now + RETRY_AFTER);
         assert_eq!(names(&due[0].1), ["n1"], "the same card again");

@@ -269,6 +269,9 @@ struct HeaderSync<P> {
 struct Beyond {
     /// The last headers, as context for the next page.
     window: Vec<BlockHeader>,
+    /// The cumulative work at the end of the kept headers (summed once: they no longer
+    /// change), `None` if their base is not stored.
+    kept_work: Option<Work>,
     /// The work of the headers past the kept ones.
     work: Work,
 }
@@ -719,12 +722,19 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
         }
         if sync.beyond.is_none() && sync.collected.len() >= MAX_COLLECTED_HEADERS && full_page {
             let start = sync.collected.len().saturating_sub(context);
-            sync.beyond =
-                Some(Beyond { window: sync.collected[start..].to_vec(), work: Work::ZERO });
+            sync.beyond = Some(Beyond {
+                window: sync.collected[start..].to_vec(),
+                kept_work: step.chain.work_of_headers(&sync.collected)?,
+                work: Work::ZERO,
+            });
         }
         let tip = step.chain.tip_work();
-        let work = step.chain.work_of_headers(&sync.collected)?;
-        let work = work.map(|work| work + sync.beyond.as_ref().map_or(Work::ZERO, |b| b.work));
+        // The branch's work so far; not summed while it simply goes on below the cap.
+        let work = match &sync.beyond {
+            Some(beyond) => beyond.kept_work.map(|kept| kept + beyond.work),
+            None if full_page => None,
+            None => step.chain.work_of_headers(&sync.collected)?,
+        };
         // Past what is kept, the first part's blocks come as soon as the branch proves
         // more work than ours; the rest on the next attempt.
         if sync.beyond.is_some() && work.is_some_and(|work| work > tip) {

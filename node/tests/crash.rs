@@ -1,6 +1,8 @@
-//! A process importing blocks into LMDB is killed with SIGKILL at random moments; every
-//! time, the store opens and its tip, blocks and balances agree with a full replay of
-//! its best chain.
+//! A process importing blocks into LMDB is killed with SIGKILL at random moments, in
+//! turn while it imports them one by one (as gossip brings them) and in batches (as
+//! sync does, with the signature checks running ahead on other threads); every time, the
+//! store opens and its tip, blocks and balances agree with a full replay of its best
+//! chain.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
@@ -14,8 +16,12 @@ use raclette_node::store::{LmdbStore, MemoryStore, ReadTables, Store, Table};
 use raclette_node::testkit::{easy_params, scripted_blocks};
 
 const CHILD_ENV: &str = "RACLETTE_CRASH_CHILD_DIR";
+/// Blocks per import in the child: 1 for `import_block`, more for `import_blocks`.
+const BATCH_ENV: &str = "RACLETTE_CRASH_CHILD_BATCH";
 const NOW: u64 = raclette_protocol::params::GENESIS_TIME_MS + 1_000_000_000;
 const KILLS: usize = 25;
+/// Blocks per import in the batch runs: a sync batch of this test's small chain.
+const BATCH: usize = 40;
 
 /// Where the parent leaves the scripted blocks for the child, next to the store.
 fn blocks_file(dir: &Path) -> std::path::PathBuf {
@@ -23,7 +29,8 @@ fn blocks_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// The child process's work: import every scripted block into the store in
-/// `$RACLETTE_CRASH_CHILD_DIR`, one transaction each. Run only by the test below.
+/// `$RACLETTE_CRASH_CHILD_DIR`, one transaction for each block or for each batch of
+/// `$RACLETTE_CRASH_CHILD_BATCH`. Run only by the test below.
 #[test]
 #[ignore = "entry point of the child process of given_import_killed_at_random_moments"]
 fn crash_child() {
@@ -35,8 +42,21 @@ fn crash_child() {
         Chain::open(LmdbStore::open(&dir.join("store")).unwrap(), easy_params(), None).unwrap();
     // Tell the parent the slow start-up is over, so its kill lands during the imports.
     println!("ready");
-    for block in blocks {
-        chain.import_block(block, NOW).unwrap();
+    let batch: usize = std::env::var(BATCH_ENV).unwrap().parse().unwrap();
+    if batch == 1 {
+        for block in blocks {
+            chain.import_block(block, NOW).unwrap();
+        }
+    } else {
+        // As sync does: only blocks the store lacks.
+        let missing: Vec<_> = blocks
+            .into_iter()
+            .filter(|block| chain.block(&block.hash()).unwrap().is_none())
+            .collect();
+        for batch in missing.chunks(batch) {
+            let (_, failure) = chain.import_blocks(batch.to_vec(), NOW);
+            assert!(failure.is_none(), "{failure:?}");
+        }
     }
 }
 
@@ -96,10 +116,11 @@ fn given_import_killed_at_random_moments_then_store_always_consistent() {
     .unwrap();
     let final_tip = expected.last().unwrap().hash();
     let exe = std::env::current_exe().unwrap();
-    let child = || {
+    let child = |batch: usize| {
         Command::new(&exe)
             .args(["--ignored", "--exact", "crash_child", "--nocapture"])
             .env(CHILD_ENV, dir.path())
+            .env(BATCH_ENV, batch.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -107,8 +128,8 @@ fn given_import_killed_at_random_moments_then_store_always_consistent() {
     };
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut heights = Vec::new();
-    for _ in 0..KILLS {
-        let mut process = child();
+    for kill in 0..KILLS {
+        let mut process = child(if kill % 2 == 0 { 1 } else { BATCH });
         let mut stdout = BufReader::new(process.stdout.take().unwrap());
         let mut line = String::new();
         while !line.contains("ready") {
@@ -126,7 +147,7 @@ fn given_import_killed_at_random_moments_then_store_always_consistent() {
         heights.push(check_consistent(dir.path()));
     }
     // Finally let it finish: it must reach the scripted tip from wherever it was.
-    let status = child().wait().unwrap();
+    let status = child(BATCH).wait().unwrap();
     assert!(status.success());
     check_consistent(dir.path());
     let chain =

@@ -30,10 +30,11 @@ use crate::store::{
 };
 use orphans::OrphanPool;
 use raclette_protocol::params::MEDIAN_TIME_BLOCKS;
+use rayon::prelude::*;
 use state::{Accounts, BlockStateError, apply_block, touched_keys};
 use validate::{
-    BlockError, HeaderContext, HeaderError, check_block, check_commitment, check_header,
-    check_proof_of_work, header_context,
+    BlockError, CheckedBlock, HeaderContext, HeaderError, check_block, check_commitment,
+    check_header, check_proof_of_work, header_context,
 };
 
 /// Most hashes remembered as invalid without being stored.
@@ -244,6 +245,27 @@ struct BadBranch {
     error: ImportError,
 }
 
+/// Blocks whose stateless checks run together, on all cores, while earlier blocks are
+/// written: enough to keep the cores busy, few enough that a failure early in a batch
+/// wastes little.
+const PIPELINE_CHUNK: usize = 16;
+/// Chunks checked and waiting to be written, at most.
+const PIPELINE_AHEAD: usize = 2;
+
+/// The stateless checks of a block: already run ahead of the import, or to be run when
+/// the import gets to them.
+struct Precheck<'a> {
+    verified: &'a RecentSet<TxId>,
+    checked: Option<Result<CheckedBlock, BlockError>>,
+}
+
+impl Precheck<'_> {
+    fn result(self, network: &NetworkId, block: &Block) -> Result<CheckedBlock, BlockError> {
+        let verified = self.verified;
+        self.checked.unwrap_or_else(|| check_block(network, block, &|txid| verified.contains(txid)))
+    }
+}
+
 /// How importing one block inside a batch failed.
 enum InError {
     /// The block broke a rule before anything was written for it.
@@ -280,6 +302,11 @@ pub struct Chain<S: Store> {
     store: S,
     rules: Rules,
     state: ChainState,
+    /// Transactions whose signatures this node already verified (when they entered the
+    /// mempool), so that a block carrying them does not verify them again, as Bitcoin
+    /// Core's signature cache does. Memory only: after a restart, blocks are verified in
+    /// full.
+    verified: RecentSet<TxId>,
 }
 
 /// What validation needs that never changes while the node runs.
@@ -299,11 +326,6 @@ struct ChainState {
     source: orphans::Source,
     /// Blocks found invalid before being stored (bad PoW, bad signatures...).
     invalid: RecentSet<BlockHash>,
-    /// Transactions whose signatures this node already verified (when they entered the
-    /// mempool), so that a block carrying them does not verify them again, as Bitcoin
-    /// Core's signature cache does. Memory only: after a restart, blocks are verified in
-    /// full.
-    verified: RecentSet<TxId>,
 }
 
 /// Most transaction ids remembered as having a verified signature.
@@ -364,8 +386,8 @@ impl<S: Store> Chain<S> {
                 orphans: OrphanPool::default(),
                 source: orphans::LOCAL,
                 invalid: RecentSet::new(MAX_INVALID_CACHE),
-                verified: RecentSet::new(MAX_VERIFIED_CACHE),
             },
+            verified: RecentSet::new(MAX_VERIFIED_CACHE),
         })
     }
 
@@ -398,7 +420,7 @@ impl<S: Store> Chain<S> {
     /// Records that `txid`'s signature was verified (it passed the mempool's checks), so a
     /// block holding it need not verify it again.
     pub fn note_verified(&mut self, txid: TxId) {
-        self.state.verified.insert(txid);
+        self.verified.insert(txid);
     }
 
     /// Number of orphan blocks held.
@@ -446,11 +468,16 @@ impl<S: Store> Chain<S> {
         Ok(Imported { tip_change: merge_changes(changes), ..first })
     }
 
-    /// Imports `blocks` in order in one store transaction: a syncing node's page of blocks
-    /// costs one commit instead of one per block. Stops at the first block that fails and
-    /// keeps everything before it. Returns the result of each imported block (then of any
-    /// orphans they let connect) and the failure with its index. On a store error nothing
-    /// of the batch is kept.
+    /// Imports `blocks` in order in one store transaction: a syncing node's batch of
+    /// blocks costs one commit instead of one per block. Stops at the first block that
+    /// fails and keeps everything before it. Returns the result of each imported block
+    /// (then of any orphans they let connect) and the failure with its index. On a store
+    /// error nothing of the batch is kept.
+    ///
+    /// A batch of several blocks is pipelined: the stateless checks of each block (its
+    /// transactions encoded and hashed once, every signature verified, on all cores) run
+    /// a chunk ahead of this thread, which checks headers, applies state and writes. A
+    /// single block, from gossip, is checked only once it is known to be new.
     pub fn import_blocks(
         &mut self,
         blocks: Vec<Block>,
@@ -462,46 +489,74 @@ impl<S: Store> Chain<S> {
             Err(error) => return (Vec::new(), Some((0, error.into()))),
         };
         let mut imported = Vec::with_capacity(blocks.len());
-        let mut failure = None;
-        for (index, block) in blocks.iter().enumerate() {
-            let previous_tip = self.state.tip.hash();
-            let mut diff = TipDiff::default();
-            match self.state.import_in(&self.rules, &mut writer, block, now_ms, &mut diff) {
-                Ok(placement) => imported.push(Imported {
-                    hash: block.hash(),
-                    placement,
-                    tip_change: diff.into_change(previous_tip),
-                }),
-                Err(InError::Rejected(error)) => {
-                    failure = Some((index, error));
-                    break;
-                }
-                Err(InError::Fatal(error)) => {
-                    drop(writer);
-                    self.state.tip = saved_tip;
-                    return (Vec::new(), Some((index, error.into())));
-                }
-                Err(InError::BadBranch(bad)) => {
-                    let BadBranch { at, entry, error } = *bad;
-                    // The writer holds half a reorganisation: drop all of it, redo the
-                    // blocks before this one, then record the invalid branch.
-                    drop(writer);
-                    self.state.tip = saved_tip;
-                    let (imported, redo_failure) =
-                        self.import_blocks(blocks[..index].to_vec(), now_ms);
-                    if redo_failure.is_some() {
-                        return (imported, redo_failure);
+        let (rules, state, verified) = (&self.rules, &mut self.state, &self.verified);
+        let pipelined = blocks.len() > 1;
+        let stop = std::thread::scope(|scope| {
+            // The checks run on their own, up to `PIPELINE_AHEAD` chunks ahead of the
+            // writes; they stop when this thread stops listening.
+            let mut checks = pipelined.then(|| {
+                let (sender, receiver) = std::sync::mpsc::sync_channel(PIPELINE_AHEAD);
+                let blocks = &blocks;
+                scope.spawn(move || {
+                    for chunk in blocks.chunks(PIPELINE_CHUNK) {
+                        let checked: Vec<_> = chunk
+                            .par_iter()
+                            .map(|block| {
+                                check_block(&rules.network, block, &|txid| verified.contains(txid))
+                            })
+                            .collect();
+                        if sender.send(checked).is_err() {
+                            break;
+                        }
                     }
-                    if let Err(store_error) = self.mark_invalid(at, &entry, &error) {
-                        return (imported, Some((index, store_error.into())));
-                    }
-                    let hash = block.hash();
-                    self.state.invalid.insert(hash);
-                    let error = if at == hash { error } else { ImportError::InvalidAncestor(at) };
-                    return (imported, Some((index, error)));
+                });
+                receiver.into_iter().flatten()
+            });
+            for (index, block) in blocks.iter().enumerate() {
+                let checked = checks.as_mut().and_then(Iterator::next);
+                let previous_tip = state.tip.hash();
+                let mut diff = TipDiff::default();
+                let lazy = Precheck { verified, checked };
+                match state.import_in(rules, &mut writer, block, lazy, now_ms, &mut diff) {
+                    Ok(placement) => imported.push(Imported {
+                        hash: block.hash(),
+                        placement,
+                        tip_change: diff.into_change(previous_tip),
+                    }),
+                    Err(error) => return Some((index, error)),
                 }
             }
-        }
+            None
+        });
+        let failure = match stop {
+            None => None,
+            Some((index, InError::Rejected(error))) => Some((index, error)),
+            Some((index, InError::Fatal(error))) => {
+                drop(writer);
+                self.state.tip = saved_tip;
+                return (Vec::new(), Some((index, error.into())));
+            }
+            Some((index, InError::BadBranch(bad))) => {
+                let BadBranch { at, entry, error } = *bad;
+                // The writer holds half a reorganisation: drop all of it, redo the
+                // blocks before this one, then record the invalid branch.
+                drop(writer);
+                self.state.tip = saved_tip;
+                let hash = blocks[index].hash();
+                let mut blocks = blocks;
+                blocks.truncate(index);
+                let (imported, redo_failure) = self.import_blocks(blocks, now_ms);
+                if redo_failure.is_some() {
+                    return (imported, redo_failure);
+                }
+                if let Err(store_error) = self.mark_invalid(at, &entry, &error) {
+                    return (imported, Some((index, store_error.into())));
+                }
+                self.state.invalid.insert(hash);
+                let error = if at == hash { error } else { ImportError::InvalidAncestor(at) };
+                return (imported, Some((index, error)));
+            }
+        };
         if let Err(error) = writer.commit() {
             self.state.tip = saved_tip;
             return (Vec::new(), Some((0, error.into())));
@@ -905,6 +960,7 @@ impl ChainState {
         rules: &Rules,
         writer: &mut W,
         block: &Block,
+        precheck: Precheck<'_>,
         now_ms: u64,
         diff: &mut TipDiff,
     ) -> Result<Placement, InError> {
@@ -945,8 +1001,7 @@ impl ChainState {
             }
             return Err(InError::Rejected(error.into()));
         }
-        let verified = &self.verified;
-        let checked = match check_block(&rules.network, block, &|txid| verified.contains(txid)) {
+        let checked = match precheck.result(&rules.network, block) {
             Ok(checked) => checked,
             Err(error) => {
                 // A body that does not match its header says nothing about the block the

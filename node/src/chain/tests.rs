@@ -692,6 +692,71 @@ fn given_batch_with_invalid_block_in_the_middle_then_prefix_kept_and_index_repor
     assert!(imported.iter().all(|i| i.placement == Placement::BestChain && i.tip_change.is_some()));
 }
 
+/// `block` with its first transfer's fee changed after signing (its merkle root
+/// recomputed and its proof of work redone): only the signature is wrong.
+fn with_bad_signature(mut block: Block) -> Block {
+    let Transaction::Transfer(transfer) = &mut block.transactions[1] else {
+        panic!("a block with a transfer")
+    };
+    transfer.fee = Amount::from_units(1);
+    refresh(block)
+}
+
+/// Forty blocks of two transfers each: more than two of the chunks that are checked
+/// ahead of the writes.
+fn pipelined_batch() -> Vec<Block> {
+    let blocks = crate::testkit::message_blocks(&easy_params(), 40, 2);
+    assert!(blocks.len() > 2 * PIPELINE_CHUNK);
+    blocks
+}
+
+#[test]
+fn given_a_bad_signature_in_a_chunk_checked_ahead_then_the_blocks_before_it_are_kept() {
+    let mut blocks = pipelined_batch();
+    let bad = PIPELINE_CHUNK + 4;
+    blocks[bad] = with_bad_signature(blocks[bad].clone());
+    // A later block, checked ahead too, is never reached.
+    blocks[2 * PIPELINE_CHUNK + 1] = with_bad_pow(blocks[2 * PIPELINE_CHUNK + 1].clone());
+    let mut chain = new_chain();
+    let (imported, failure) = chain.import_blocks(blocks.clone(), NOW);
+    assert_eq!(imported.len(), bad);
+    let (index, error) = failure.unwrap();
+    assert_eq!(index, bad);
+    assert!(
+        matches!(
+            error,
+            ImportError::Block(BlockError::Transfer {
+                index: 1,
+                error: TransferError::BadSignature
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(tip_hash(&chain), blocks[bad - 1].hash());
+    assert_eq!(chain.block_at(bad as u64).unwrap().unwrap().1.hash(), blocks[bad - 1].hash());
+    // Each block's own checks, not a neighbour's: the rest import once the bad one is
+    // replaced by the real one.
+    let good = pipelined_batch();
+    let (imported, failure) = chain.import_blocks(good[bad..].to_vec(), NOW);
+    assert!(failure.is_none(), "{failure:?}");
+    assert_eq!(imported.len(), good.len() - bad);
+    assert_eq!(tip_hash(&chain), good.last().unwrap().hash());
+}
+
+#[test]
+fn given_a_block_with_bad_work_and_a_bad_signature_in_a_batch_then_the_header_verdict_wins() {
+    let mut blocks = pipelined_batch();
+    let bad = PIPELINE_CHUNK + 1;
+    blocks[bad] = with_bad_pow(with_bad_signature(blocks[bad].clone()));
+    let mut chain = new_chain();
+    let (imported, failure) = chain.import_blocks(blocks, NOW);
+    assert_eq!(imported.len(), bad);
+    let (index, error) = failure.unwrap();
+    assert_eq!(index, bad);
+    // The cheap header check comes first, whatever the checks run ahead found.
+    assert!(matches!(error, ImportError::Header(HeaderError::BadPow)), "{error:?}");
+}
+
 #[test]
 fn given_batch_whose_reorg_hits_an_invalid_block_then_prefix_redone_and_branch_marked() {
     let params = easy_params();

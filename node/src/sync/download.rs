@@ -146,18 +146,24 @@ impl<P: Copy + Eq + Hash> Download<P> {
         page
     }
 
-    /// The blocks next in line that have arrived, at most `limit`, with each one's hash
-    /// and sender.
+    /// The blocks next in line that have arrived, at most `limit` of them and
+    /// `max_transactions` transactions (but at least one block), with each one's hash and
+    /// sender.
     pub(super) fn take_ready(
         &mut self,
         limit: usize,
+        max_transactions: usize,
         now: Instant,
     ) -> (Vec<Block>, Vec<(BlockHash, P)>) {
         let (mut batch, mut senders) = (Vec::new(), Vec::new());
+        let mut transactions = 0;
         while batch.len() < limit
             && let Some(hash) = self.order.get(self.next)
+            && let Some((block, _)) = self.received.get(hash)
+            && (batch.is_empty() || transactions + block.transactions.len() <= max_transactions)
             && let Some((block, sender)) = self.received.remove(hash)
         {
+            transactions += block.transactions.len();
             batch.push(block);
             senders.push((*hash, sender));
             self.next += 1;
@@ -180,5 +186,45 @@ impl<P: Copy + Eq + Hash> Download<P> {
     /// Whether every block was imported.
     pub(super) fn is_done(&self) -> bool {
         self.next == self.order.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{easy_params, message_blocks};
+
+    /// Blocks of 1, 3, 4, 2 and 9 transactions (a coinbase and that many transfers less
+    /// one), all arrived, taken with `limit` blocks and `max_transactions`: the sizes of the
+    /// batches handed out in turn.
+    fn batches(limit: usize, max_transactions: usize) -> Vec<usize> {
+        let params = easy_params();
+        let blocks: Vec<Block> = [0, 2, 3, 1, 8]
+            .into_iter()
+            .map(|senders| message_blocks(&params, 1, senders).remove(0))
+            .collect();
+        let order: Vec<BlockHash> = blocks.iter().map(Block::hash).collect();
+        let now = Instant::now();
+        let mut download = Download::new(0, order, 1, 0u8, now);
+        for block in blocks {
+            download.received.insert(block.hash(), (block, 0));
+        }
+        let mut sizes = Vec::new();
+        while !download.is_done() {
+            let (batch, senders) = download.take_ready(limit, max_transactions, now);
+            assert_eq!(batch.len(), senders.len());
+            sizes.push(batch.len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn given_arrived_blocks_then_batches_stop_at_the_block_limit_or_the_transaction_limit() {
+        assert_eq!(batches(256, 8192), vec![5]);
+        assert_eq!(batches(2, 8192), vec![2, 2, 1]);
+        // 1 + 3 + 4 = 8 fits in 8; 2 more would not; 2 + 9 would not either.
+        assert_eq!(batches(256, 8), vec![3, 1, 1]);
+        // A block over the limit still goes, alone.
+        assert_eq!(batches(256, 2), vec![1, 1, 1, 1, 1]);
     }
 }

@@ -49,6 +49,44 @@ impl Ord for PublicKey {
     }
 }
 
+/// The valid keys parsed lately, by their encoding (invalid ones are never kept). At
+/// most [`ParsedKeys::CAPACITY`]: when full it starts afresh, so a flood of new keys
+/// costs what it would without it.
+struct ParsedKeys(std::sync::Mutex<std::collections::HashMap<[u8; 33], secp256k1::PublicKey>>);
+
+impl ParsedKeys {
+    const CAPACITY: usize = 8192;
+
+    fn global() -> &'static Self {
+        static KEYS: std::sync::OnceLock<ParsedKeys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| Self(Default::default()))
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 33], secp256k1::PublicKey>> {
+        // Plain data: a panic elsewhere while holding the lock leaves it usable.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, bytes: &[u8; 33]) -> Option<secp256k1::PublicKey> {
+        self.lock().get(bytes).copied()
+    }
+
+    fn insert(&self, bytes: [u8; 33], parsed: secp256k1::PublicKey) {
+        let mut keys = self.lock();
+        if keys.len() >= Self::CAPACITY {
+            keys.clear();
+        }
+        keys.insert(bytes, parsed);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// Why bytes or text are not a key or signature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KeyError {
@@ -72,11 +110,17 @@ impl PublicKey {
     /// Size of the compressed encoding.
     pub const SIZE: usize = 33;
 
-    /// Parses a compressed key.
+    /// Parses a compressed key. Decompressing costs a square root, nine tenths of what
+    /// decoding a block of transfers costs, and the same few keys come back in every
+    /// block and transfer: the keys parsed lately are remembered ([`ParsedKeys`]).
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Result<Self, KeyError> {
-        secp256k1::PublicKey::from_byte_array_compressed(*bytes)
-            .map(Self::from_parsed)
-            .map_err(|_| KeyError::Invalid { what: "public key" })
+        if let Some(parsed) = ParsedKeys::global().get(bytes) {
+            return Ok(Self { compressed: *bytes, parsed });
+        }
+        let parsed = secp256k1::PublicKey::from_byte_array_compressed(*bytes)
+            .map_err(|_| KeyError::Invalid { what: "public key" })?;
+        ParsedKeys::global().insert(*bytes, parsed);
+        Ok(Self::from_parsed(parsed))
     }
 
     fn from_parsed(parsed: secp256k1::PublicKey) -> Self {
@@ -249,6 +293,35 @@ pub(crate) mod tests {
         let mut secret = [0u8; 32];
         secret[31] = n;
         Keypair::from_secret_bytes(secret).expect("1..=255 are valid secret scalars")
+    }
+
+    #[test]
+    fn given_a_key_parsed_again_then_the_remembered_one_is_the_same_and_invalid_bytes_still_fail() {
+        let bytes = keypair(11).public().to_bytes();
+        let (first, again) = (PublicKey::from_bytes(&bytes), PublicKey::from_bytes(&bytes));
+        let (first, again) = (first.unwrap(), again.unwrap());
+        assert!(ParsedKeys::global().get(&bytes).is_some(), "remembered");
+        assert_eq!(again.inner(), first.inner());
+        assert_eq!(again.inner().serialize(), bytes);
+        assert_eq!(again.to_bytes(), bytes);
+        let invalid = [0x05; 33];
+        for _ in 0..2 {
+            assert!(PublicKey::from_bytes(&invalid).is_err());
+        }
+        assert!(ParsedKeys::global().get(&invalid).is_none(), "invalid keys are not kept");
+    }
+
+    #[test]
+    fn given_more_keys_than_the_memo_holds_then_it_stays_within_its_capacity() {
+        let memo = ParsedKeys(Default::default());
+        let parsed = *keypair(12).public().inner();
+        for n in 0..ParsedKeys::CAPACITY + 100 {
+            let mut bytes = [0u8; 33];
+            bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            memo.insert(bytes, parsed);
+            assert!(memo.len() <= ParsedKeys::CAPACITY);
+        }
+        assert_eq!(memo.len(), 100, "started afresh once full");
     }
 
     #[test]

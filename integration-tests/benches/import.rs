@@ -1,6 +1,6 @@
 //! `just bench import`: a fresh LMDB store importing 10,000 blocks of 10 transfers, as a
-//! syncing node does (batches of up to `IMPORT_BATCH` blocks and
-//! `IMPORT_BATCH_TRANSACTIONS` transactions, one store transaction each), against the
+//! syncing node does (batches as large as `IMPORT_LIMIT` admits, one store transaction
+//! each), against the
 //! bare verify rate of the same signatures times the cores. Target: 0.8 of the bound.
 //!
 //! The host is shared: import and bound are measured in turn, three times each, and the
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use raclette_integration_tests::bench::{Report, bare_verify_rate_of, bench_dir, cores};
 use raclette_node::chain::Chain;
 use raclette_node::store::{LmdbStore, MemoryStore, Store};
-use raclette_node::sync::{IMPORT_BATCH, IMPORT_BATCH_TRANSACTIONS};
+use raclette_node::sync::IMPORT_LIMIT;
 use raclette_node::testkit::{easy_params, message_blocks};
 use raclette_protocol::Block;
 
@@ -35,8 +35,7 @@ fn sync_batches(blocks: &[Block]) -> Vec<Vec<Block>> {
     let mut transactions = 0;
     for block in blocks {
         let full = batches.last().is_none_or(|batch| {
-            batch.len() == IMPORT_BATCH
-                || transactions + block.transactions.len() > IMPORT_BATCH_TRANSACTIONS
+            !IMPORT_LIMIT.admits(batch.len(), transactions, block.transactions.len())
         });
         if full {
             batches.push(Vec::new());

@@ -159,7 +159,7 @@ impl Bench {
         );
         let round_trip_ms = self.round_trip_ms();
         let offered = offer(&self.entry, &offered_now);
-        let (transfers, lost) = self.deliveries(&offered);
+        let (transfer_latencies, lost) = self.deliveries(&offered);
         // The backlog is mined away unmeasured: it is not how a live network looks.
         self.mine_away();
         // Then transfers keep coming while n1 mines about a block a second; when did
@@ -186,7 +186,7 @@ impl Bench {
             }
         }
         self.mine_away();
-        Round { round_trip_ms, transfers, blocks, lost }
+        Round { round_trip_ms, transfers: transfer_latencies, blocks, lost }
     }
 }
 

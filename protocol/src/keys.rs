@@ -52,7 +52,9 @@ impl Ord for PublicKey {
 /// The valid keys parsed lately, by their encoding (invalid ones are never kept). At
 /// most [`ParsedKeys::CAPACITY`]: when full it starts afresh, so a flood of new keys
 /// costs what it would without it.
-struct ParsedKeys(std::sync::Mutex<std::collections::HashMap<[u8; 33], secp256k1::PublicKey>>);
+struct ParsedKeys(std::sync::Mutex<KeyMap>);
+
+type KeyMap = std::collections::HashMap<[u8; PublicKey::SIZE], secp256k1::PublicKey>;
 
 impl ParsedKeys {
     const CAPACITY: usize = 8192;
@@ -62,18 +64,16 @@ impl ParsedKeys {
         KEYS.get_or_init(|| Self(Default::default()))
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 33], secp256k1::PublicKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyMap> {
         // Plain data: a panic elsewhere while holding the lock leaves it usable.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn get(&self, bytes: &[u8; 33]) -> Option<secp256k1::PublicKey> {
+    fn get(&self, bytes: &[u8; PublicKey::SIZE]) -> Option<secp256k1::PublicKey> {
         self.lock().get(bytes).copied()
     }
 
-    fn insert(&self, bytes: [u8; 33], parsed: secp256k1::PublicKey) {
+    fn insert(&self, bytes: [u8; PublicKey::SIZE], parsed: secp256k1::PublicKey) {
         let mut keys = self.lock();
         if keys.len() >= Self::CAPACITY {
             keys.clear();

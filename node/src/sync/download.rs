@@ -8,6 +8,8 @@ use std::time::Instant;
 use raclette_protocol::wire::MAX_BLOCKS_PER_REQUEST;
 use raclette_protocol::{Block, BlockHash};
 
+use super::ImportLimit;
+
 /// Blocks are asked for only this far ahead of the next one to import, which bounds the
 /// blocks held (in flight or waiting for their turn) to this many.
 pub(super) const DOWNLOAD_WINDOW: usize = 16 * MAX_BLOCKS_PER_REQUEST;
@@ -146,21 +148,18 @@ impl<P: Copy + Eq + Hash> Download<P> {
         page
     }
 
-    /// The blocks next in line that have arrived, at most `limit` of them and
-    /// `max_transactions` transactions (but at least one block), with each one's hash and
-    /// sender.
+    /// The blocks next in line that have arrived, as many as `limit` admits, with each
+    /// one's hash and sender.
     pub(super) fn take_ready(
         &mut self,
-        limit: usize,
-        max_transactions: usize,
+        limit: ImportLimit,
         now: Instant,
     ) -> (Vec<Block>, Vec<(BlockHash, P)>) {
         let (mut batch, mut senders) = (Vec::new(), Vec::new());
         let mut transactions = 0;
-        while batch.len() < limit
-            && let Some(hash) = self.order.get(self.next)
+        while let Some(hash) = self.order.get(self.next)
             && let Some((block, _)) = self.received.get(hash)
-            && (batch.is_empty() || transactions + block.transactions.len() <= max_transactions)
+            && limit.admits(batch.len(), transactions, block.transactions.len())
             && let Some((block, sender)) = self.received.remove(hash)
         {
             transactions += block.transactions.len();
@@ -211,7 +210,8 @@ mod tests {
         }
         let mut sizes = Vec::new();
         while !download.is_done() {
-            let (batch, senders) = download.take_ready(limit, max_transactions, now);
+            let limit = ImportLimit { blocks: limit, transactions: max_transactions };
+            let (batch, senders) = download.take_ready(limit, now);
             assert_eq!(batch.len(), senders.len());
             sizes.push(batch.len());
         }

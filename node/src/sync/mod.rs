@@ -77,16 +77,31 @@ const MAX_PAGE_FAILURES: u32 = 3;
 /// usable page is followed. With [`HEADERS_PATIENCE`], sixteen liars that never answer
 /// delay an honest peer by 20 s at most.
 pub const PROBES: usize = 4;
-/// Most blocks handed to the node in one import, one store transaction: whatever has
-/// arrived in line when the last import ends, up to the whole download window. Commits
-/// rewrite the pages of every table the blocks touch, so a batch of 256 costs about
-/// what one of 16 does; a kill loses at most the batch being imported, which is then
-/// fetched again.
-pub const IMPORT_BATCH: usize = 16 * MAX_BLOCKS_PER_REQUEST;
-/// Most transactions in one import, whatever the block count: the node answers nothing
-/// while it imports, and this is about a tenth of a second of signature checks on two
-/// cores. A block larger than this goes alone.
-pub const IMPORT_BATCH_TRANSACTIONS: usize = 8192;
+/// How much goes into one import, one store transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportLimit {
+    /// Most blocks.
+    pub blocks: usize,
+    /// Most transactions, whatever the block count; a block larger than this goes alone.
+    pub transactions: usize,
+}
+
+impl ImportLimit {
+    /// Whether a block of `transactions` transactions joins a batch of `blocks` blocks
+    /// that hold `held` transactions.
+    pub fn admits(&self, blocks: usize, held: usize, transactions: usize) -> bool {
+        blocks == 0 || (blocks < self.blocks && held + transactions <= self.transactions)
+    }
+}
+
+/// What sync hands the node at once: whatever has arrived in line when the last import
+/// ends, up to the whole download window. Commits rewrite the pages of every table the
+/// blocks touch, so a batch of 256 costs about what one of 16 does; a kill loses at most
+/// the batch being imported, which is then fetched again. The node answers nothing while
+/// it imports, and 8,192 transactions are about a tenth of a second of signature checks
+/// on two cores.
+pub const IMPORT_LIMIT: ImportLimit =
+    ImportLimit { blocks: 16 * MAX_BLOCKS_PER_REQUEST, transactions: 8192 };
 
 /// What sync reads of the chain. Implemented by [`Chain`]; tests use a fake.
 pub trait ChainView {
@@ -913,8 +928,7 @@ impl<P: Copy + Eq + Hash + Debug + Display> Sync<P> {
         if download.importing.is_some() {
             return;
         }
-        let (batch, senders) =
-            download.take_ready(IMPORT_BATCH, IMPORT_BATCH_TRANSACTIONS, step.now);
+        let (batch, senders) = download.take_ready(IMPORT_LIMIT, step.now);
         if !batch.is_empty() {
             download.importing = Some(senders);
             step.out.push(Action::Import(batch));

@@ -48,6 +48,10 @@ async fn peers(node: &NodeHandle) -> Vec<raclette_node::node::PeerView> {
 
 fn main() {
     let n: usize = std::env::var("N").ok().and_then(|n| n.parse().ok()).unwrap_or(1000).max(2);
+    // `RUST_LOG=...` logs the nodes to stderr, each line naming its node.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).init();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     runtime.block_on(async {

@@ -37,6 +37,19 @@ pub fn to_canonical_cbor<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("encoding our own types into a Vec only fails when memory runs out")
 }
 
+/// Whether `bytes` stop inside a CBOR data item (nothing at all included): what arrives
+/// when the stream a message came on ends before the message does.
+///
+/// A stream's reader cannot tell a sender that closed its stream from one that dropped it
+/// half-way (timed out, or lost its connection): yamux reads a reset stream as a plain
+/// end. Bytes cut short are therefore no proof of a malformed message.
+pub fn is_cut_short(bytes: &[u8]) -> bool {
+    use cbor4ii::core::dec::{Decode, IgnoredAny};
+    use cbor4ii::core::error::DecodeError as Core;
+    use cbor4ii::core::utils::SliceReader;
+    matches!(IgnoredAny::decode(&mut SliceReader::new(bytes)), Err(Core::Eof { .. }))
+}
+
 /// Decodes canonical CBOR of at most `max` bytes.
 pub fn decode_canonical<T: DeserializeOwned + Serialize>(
     bytes: &[u8],
@@ -51,4 +64,27 @@ pub fn decode_canonical<T: DeserializeOwned + Serialize>(
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_every_prefix_of_a_message_then_only_the_whole_is_not_cut_short() {
+        let params = crate::NetworkParams::dev();
+        let block = to_canonical_cbor(&params.genesis());
+        assert!(!is_cut_short(&block));
+        for len in 0..block.len() {
+            assert!(is_cut_short(&block[..len]), "prefix of {len} of {} bytes", block.len());
+        }
+    }
+
+    #[test]
+    fn given_whole_items_that_are_no_message_then_they_are_not_cut_short() {
+        // Wrong shape, trailing bytes, a reserved byte: malformed, but not cut short.
+        for bytes in [&[0x01][..], &[0x01, 0x02], &[0xff], &[0x1c]] {
+            assert!(!is_cut_short(bytes), "{bytes:02x?}");
+        }
+    }
 }

@@ -6,12 +6,18 @@
 //! failed inbound reads without telling the application, so the sender would never be
 //! logged or penalised. It arrives as [`Frame::Oversized`] instead, for the application
 //! to refuse and count against the sender.
+//!
+//! A message cut short (the stream ended inside it) is an I/O error, not a malformed
+//! message: a sender that drops its stream half-way, on a timeout or with its
+//! connection, reads on this side as a stream that ended (yamux reads a reset as an
+//! end), and nobody is to blame for that ([`is_cut_short`]).
 
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
+use raclette_protocol::encoding::is_cut_short;
 
 /// Raw messages with per-direction size limits.
 #[derive(Debug, Clone, Copy)]
@@ -34,14 +40,24 @@ pub enum Frame {
     },
 }
 
-/// Reads to the end, or stops one byte past `max`.
+/// Reads to the end, or stops one byte past `max`. A stream that ends inside its message
+/// (or before it) fails with `UnexpectedEof`.
 async fn read_limited<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> io::Result<Result<Vec<u8>, usize>> {
     let mut bytes = Vec::new();
     io.take(max as u64 + 1).read_to_end(&mut bytes).await?;
-    Ok(if bytes.len() > max { Err(max) } else { Ok(bytes) })
+    if bytes.len() > max {
+        return Ok(Err(max));
+    }
+    if is_cut_short(&bytes) {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the stream ended inside a message, after {} bytes", bytes.len()),
+        ));
+    }
+    Ok(Ok(bytes))
 }
 
 async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
@@ -71,11 +87,6 @@ impl Codec for LimitedBytes {
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
         match read_limited(io, self.max_response).await? {
-            // Every message encodes to at least one byte: nothing means the peer dropped
-            // the request without answering.
-            Ok(bytes) if bytes.is_empty() => {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"))
-            }
             Ok(bytes) => Ok(bytes),
             Err(limit) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -105,5 +116,78 @@ impl Codec for LimitedBytes {
         response: Vec<u8>,
     ) -> io::Result<()> {
         write_all(io, &response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::io::Cursor;
+    use raclette_protocol::WireMessage;
+    use raclette_protocol::wire::{ChainStatus, SyncRequest};
+
+    use super::*;
+
+    fn codec() -> LimitedBytes {
+        LimitedBytes { max_request: 1024, max_response: 1024 }
+    }
+
+    fn protocol() -> StreamProtocol {
+        StreamProtocol::new("/test/1")
+    }
+
+    fn message() -> Vec<u8> {
+        let params = raclette_protocol::NetworkParams::dev();
+        let genesis = params.genesis();
+        SyncRequest::Status(ChainStatus {
+            network: params.network_id(),
+            height: 7,
+            tip: genesis.hash(),
+            work: genesis.header.bits.to_target().expect("valid bits").work(),
+        })
+        .encode()
+    }
+
+    #[tokio::test]
+    async fn given_a_whole_message_then_it_reads_as_its_bytes_both_ways() {
+        let bytes = message();
+        let request = codec().read_request(&protocol(), &mut Cursor::new(bytes.clone())).await;
+        assert_eq!(request.unwrap(), Frame::Bytes(bytes.clone()));
+        let response = codec().read_response(&protocol(), &mut Cursor::new(bytes.clone())).await;
+        assert_eq!(response.unwrap(), bytes);
+    }
+
+    /// A sender that drops its stream half-way (yamux reads that as the end) must not
+    /// look like one that sent a malformed message: that cost honest peers bans, and
+    /// nodes their tracker, when a loaded host made senders time out mid-write.
+    #[tokio::test]
+    async fn given_a_stream_that_ends_inside_the_message_then_it_is_an_io_error_not_a_message() {
+        let bytes = message();
+        for len in 0..bytes.len() {
+            let cut = bytes[..len].to_vec();
+            let request = codec().read_request(&protocol(), &mut Cursor::new(cut.clone())).await;
+            let error = request.expect_err("a message cut short is no request");
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "cut at {len}");
+            let response = codec().read_response(&protocol(), &mut Cursor::new(cut)).await;
+            let error = response.expect_err("a message cut short is no answer");
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "cut at {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_whole_but_malformed_bytes_then_the_application_gets_them_to_refuse() {
+        // A complete CBOR item of the wrong shape, and one with bytes after it: the
+        // sender sent exactly this, so it is the sender's fault, which the application
+        // decides.
+        for bytes in [vec![0x01], [message(), vec![0x00]].concat()] {
+            let request = codec().read_request(&protocol(), &mut Cursor::new(bytes.clone())).await;
+            assert_eq!(request.unwrap(), Frame::Bytes(bytes));
+        }
+    }
+
+    #[tokio::test]
+    async fn given_more_than_the_limit_then_the_request_is_oversized() {
+        let bytes = vec![0x40; 2048];
+        let request = codec().read_request(&protocol(), &mut Cursor::new(bytes)).await;
+        assert_eq!(request.unwrap(), Frame::Oversized { limit: 1024 });
     }
 }

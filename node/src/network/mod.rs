@@ -467,6 +467,7 @@ pub fn new(
         .map_err(|error| StartError::Build(error.to_string()))?;
     let serving = Serving::default();
     let answer_bytes = serving.answer_bytes();
+    let scores = PeerScores::protecting(trackers.keys().copied());
     let event_loop = EventLoop {
         swarm,
         network: config.network,
@@ -482,7 +483,7 @@ pub fn new(
         next_token: 0,
         connections: HashMap::new(),
         open_connections,
-        scores: PeerScores::default(),
+        scores,
         last_discover: None,
         discover_cookies: HashMap::new(),
         pending_disconnects: Vec::new(),
@@ -783,7 +784,11 @@ impl EventLoop {
                 );
             }
             Command::Penalize { peer, penalty, reason } => {
-                warn!(%peer, ?penalty, %reason, "penalised a peer");
+                if self.scores.is_protected(&peer) {
+                    warn!(%peer, ?penalty, %reason, "a tracker was at fault (trackers are never banned)");
+                } else {
+                    warn!(%peer, ?penalty, %reason, "penalised a peer");
+                }
                 if self.scores.penalize(peer, penalty, Instant::now()) {
                     warn!(%peer, "banned a peer for {} s", peers::BAN_DURATION.as_secs());
                     // Blocking closes every connection: wait a moment, so the answer

@@ -1,8 +1,9 @@
 //! A small peer manager: a score per peer, lowered by named penalties and recovering
 //! over time; a peer whose score falls to the ban threshold is disconnected and refused
-//! for a while.
+//! for a while. The node's own trackers are never banned: they are its way into the
+//! network, chosen by its user, and a ban would cut it off the directory until it ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -53,14 +54,26 @@ struct Score {
 pub struct PeerScores {
     scores: HashMap<PeerId, Score>,
     banned: HashMap<PeerId, Instant>,
+    /// Scored but never banned.
+    protected: HashSet<PeerId>,
 }
 
 impl PeerScores {
+    /// Scores that never ban `protected` (the node's trackers).
+    pub fn protecting(protected: impl IntoIterator<Item = PeerId>) -> Self {
+        Self { protected: protected.into_iter().collect(), ..Self::default() }
+    }
+
+    /// Whether `peer` is never banned.
+    pub fn is_protected(&self, peer: &PeerId) -> bool {
+        self.protected.contains(peer)
+    }
+
     /// Applies a penalty; returns true when it makes the peer banned.
     pub fn penalize(&mut self, peer: PeerId, penalty: Penalty, now: Instant) -> bool {
         let value = self.score(&peer, now) - penalty.points();
         self.scores.insert(peer, Score { value, updated: now });
-        if value <= BAN_THRESHOLD && !self.banned.contains_key(&peer) {
+        if value <= BAN_THRESHOLD && !self.banned.contains_key(&peer) && !self.is_protected(&peer) {
             self.banned.insert(peer, now + BAN_DURATION);
             return true;
         }
@@ -154,5 +167,18 @@ mod tests {
             now += SCORE_HALF_LIFE * 2;
         }
         assert!(scores.score(&peer, now) > BAN_THRESHOLD);
+    }
+
+    #[test]
+    fn given_a_tracker_at_fault_again_and_again_then_it_is_scored_but_never_banned() {
+        let (tracker, other) = (PeerId::random(), PeerId::random());
+        let mut scores = PeerScores::protecting([tracker]);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(!scores.penalize(tracker, Penalty::Fatal, now));
+        }
+        assert!(!scores.is_banned(&tracker, now));
+        assert!(scores.score(&tracker, now) <= BAN_THRESHOLD);
+        assert!(scores.penalize(other, Penalty::Fatal, now), "anyone else still is");
     }
 }

@@ -23,7 +23,7 @@ use raclette_protocol::{
     Amount, Block, Keypair, NetworkParams, PeerName, PublicKey, Transaction, TxId, WireMessage,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::chain::{Chain, ForkDepth, ImportError, Placement, TipChange};
 use crate::mempool::Mempool;
@@ -246,7 +246,10 @@ pub fn start_with<S: Store>(
         transport,
     };
     let (client, events, event_loop) = network::new(network_config, &mut registry)?;
-    tokio::spawn(event_loop.run());
+    // Every line this node logs names it: several nodes may share one process (the
+    // in-process simulation). At the error level, so that no filter hides the name.
+    let span = tracing::error_span!("node", name = %config.name);
+    tokio::spawn(event_loop.run().instrument(span.clone()));
     let (requests, request_rx) = mpsc::channel(REQUEST_CAPACITY);
     let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
     let (internal, internal_rx) = mpsc::channel(REQUEST_CAPACITY);
@@ -291,7 +294,7 @@ pub fn start_with<S: Store>(
         last_inbox_sweep: None,
         metrics,
     };
-    let task = tokio::spawn(node.run(request_rx, events));
+    let task = tokio::spawn(node.run(request_rx, events).instrument(span));
     Ok((NodeHandle { requests, notices, peer_id, registry: Arc::new(registry) }, task))
 }
 

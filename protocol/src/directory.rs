@@ -28,7 +28,8 @@ pub const MAX_NAME_CHARS: usize = 32;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerName(String);
 
-/// Why text is not a peer name.
+/// Why text is not a peer name. The text is shown as [`shown`] makes it: it may come
+/// from anyone, and the error goes into logs and into answers to peers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Empty or longer than 32 characters.
@@ -39,14 +40,28 @@ pub enum NameError {
     Characters(String),
 }
 
+/// Characters of a refused name that its error shows, at most.
+const SHOWN_CHARS: usize = 40;
+
+/// `text` fit to show in an error: control characters and quotes escaped, and cut after
+/// [`SHOWN_CHARS`] characters, so that a peer's 8 KiB name neither floods a log nor
+/// writes terminal escapes into it.
+fn shown(text: &str) -> String {
+    let mut shown: String = text.chars().take(SHOWN_CHARS).flat_map(char::escape_debug).collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        shown.push_str(&format!("... ({} bytes)", text.len()));
+    }
+    shown
+}
+
 impl PeerName {
     /// Validates a name.
     pub fn new(name: &str) -> Result<Self, NameError> {
         if name.is_empty() || name.len() > MAX_NAME_CHARS {
-            return Err(NameError::Length(name.to_owned()));
+            return Err(NameError::Length(shown(name)));
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(NameError::Characters(name.to_owned()));
+            return Err(NameError::Characters(shown(name)));
         }
         Ok(Self(name.to_owned()))
     }
@@ -201,6 +216,17 @@ mod tests {
             assert!(matches!(PeerName::new(bad), Err(NameError::Characters(_))), "{bad}");
         }
         assert_eq!(PeerName::new("Alice").unwrap().key(), PeerName::new("alice").unwrap().key());
+    }
+
+    #[test]
+    fn given_a_huge_name_with_control_characters_then_its_error_is_short_and_escaped() {
+        let hostile = format!("\u{1b}[31mevil\n{}", "x".repeat(8192));
+        let message = PeerName::new(&hostile).unwrap_err().to_string();
+        assert!(message.len() < 160, "{} bytes: {message}", message.len());
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.contains("(8202 bytes)"), "{message}");
+        let message = PeerName::new("al ice").unwrap_err().to_string();
+        assert!(message.contains("'al ice' does not"), "an honest typo is shown as typed");
     }
 
     #[test]
